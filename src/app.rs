@@ -1,0 +1,126 @@
+//! Wiring: opens the store, starts the store thread, serves until shutdown, then drains.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Admin};
+use crate::config::Config;
+use crate::inbox::{Inbox, InboxConfig};
+use crate::metrics::Metrics;
+use crate::projector::Projector;
+use crate::providers::{Endpoint, Provider};
+use crate::server::{self, Limits, Webhooks};
+use crate::store::{self, DbOptions, DbUrl};
+
+/// The sockets the daemon serves on; tests bind port 0 and read the addresses back.
+pub struct Listeners {
+    pub webhooks: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        let webhooks = TcpListener::bind(cfg.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+        let admin = match cfg.server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
+            None => None,
+        };
+        Ok(Listeners { webhooks, admin })
+    }
+}
+
+pub fn db_options(cfg: &Config) -> anyhow::Result<DbOptions> {
+    let url = DbUrl::parse(&cfg.database.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+    Ok(DbOptions { url, busy_timeout_ms: cfg.database.busy_timeout_ms })
+}
+
+/// Runs the daemon until `shutdown` resolves: migrations, store thread, listeners. Returns
+/// after in-flight requests are answered and the last commit is done.
+pub async fn run(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let endpoints: Vec<Endpoint> = cfg
+        .endpoints
+        .iter()
+        .map(Endpoint::from_config)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let opts = db_options(&cfg)?;
+    let db = {
+        let opts = opts.clone();
+        tokio::task::spawn_blocking(move || store::open_and_migrate(&opts)).await??
+    };
+    let metrics = Arc::new(Metrics::default());
+    let projector = cfg.projector.enabled.then(|| {
+        let providers: HashMap<String, &'static dyn Provider> =
+            endpoints.iter().map(|e| (e.name.to_string(), e.provider)).collect();
+        Projector::new(providers, cfg.projector.batch, metrics.clone())
+    });
+    let (inbox, store_thread) = Inbox::start(
+        db,
+        InboxConfig {
+            db: opts,
+            batch_max: cfg.database.batch_max,
+            queue_capacity: cfg.database.queue_capacity,
+            commit_timeout: Duration::from_millis(cfg.database.commit_timeout_ms),
+            poll_interval: Duration::from_millis(cfg.projector.poll_interval_ms),
+        },
+        projector,
+        metrics.clone(),
+    )
+    .context("cannot start the store thread")?;
+
+    let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+        _ => {
+            tracing::warn!("no TLS certificate configured: serving plain HTTP (only behind a TLS-terminating proxy)");
+            None
+        }
+    };
+    let s = &cfg.server;
+    let limits = Limits {
+        max_body_bytes: s.max_body_bytes,
+        max_connections: s.max_connections,
+        max_json_depth: s.max_json_depth,
+        header_timeout: Duration::from_millis(s.header_timeout_ms),
+        body_timeout: Duration::from_millis(s.body_timeout_ms),
+        tls_handshake_timeout: Duration::from_millis(s.header_timeout_ms),
+        shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = listeners.admin.map(|l| {
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
+        let admin = Arc::new(Admin { inbox: inbox.clone(), metrics: metrics.clone() });
+        let mut rx = stop_rx.clone();
+        tokio::spawn(admin::serve(l, admin, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }))
+    });
+
+    tracing::info!(
+        addr = %listeners.webhooks.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tls = tls.is_some(),
+        endpoints = cfg.endpoints.len(),
+        "listening for webhooks"
+    );
+    let app = Arc::new(Webhooks::new(endpoints, inbox, limits, metrics));
+    server::serve(listeners.webhooks, tls, app, shutdown).await;
+
+    let _ = stop_tx.send(true);
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    // The last `Inbox` handle is gone with the server and the admin: the store thread finishes
+    // the commit in progress, stops the projector and exits.
+    tokio::task::spawn_blocking(move || store_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("store thread panicked"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The command line: `hooksync [--config FILE] serve|migrate|check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "hooksync", version, about = "Turns signed billing and collections webhooks into SQL tables")]
+struct Cli {
+    /// The TOML configuration file; `HOOKSYNC_<SECTION>__<KEY>` variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, then serve webhooks until SIGTERM or SIGINT.
+    Serve,
+    /// Apply the embedded migrations and exit.
+    Migrate,
+    /// Validate the configuration and name every problem.
+    CheckConfig,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hooksync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!("configuration OK: {} endpoint(s), database {}", cfg.endpoints.len(), redact_url(&cfg.database.url));
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&cfg);
+    let result = match cli.command {
+        Command::Serve => serve(cfg),
+        Command::Migrate => migrate(&cfg),
+        Command::CheckConfig => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "hooksync failed");
+            eprintln!("hooksync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Drops a password from a database URL before it is printed.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let opts = crate::app::db_options(cfg)?;
+    let mut db = crate::store::Db::connect(&opts)?;
+    let n = db.migrate()?;
+    println!("{n} migration(s) applied");
+    Ok(())
+}
+
+fn serve(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hooksync").build()?;
+    rt.block_on(async move {
+        let listeners = crate::Listeners::bind(&cfg).await?;
+        crate::run(cfg, listeners, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_do_not_print() {
+        assert_eq!(super::redact_url("postgres://u:pw@h/db"), "postgres://***@h/db");
+        assert_eq!(super::redact_url("sqlite://h.db"), "sqlite://h.db");
+    }
+}

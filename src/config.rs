@@ -1,0 +1,353 @@
+//! Typed configuration, one struct per concern. Loaded from a TOML file and overridden by
+//! `HOOKSYNC_<SECTION>__<KEY>` environment variables; `check` names every bad key at once so an
+//! operator fixes a file in one pass rather than one error per restart.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub projector: ProjectorConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `None` (an empty string in the file) turns the admin listener off.
+    #[serde(deserialize_with = "optional_addr")]
+    pub admin_listen: Option<SocketAddr>,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub max_json_depth: usize,
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls_cert: None,
+            tls_key: None,
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            max_body_bytes: 1 << 20,
+            max_connections: 1024,
+            max_json_depth: 64,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    /// Most events one group commit takes.
+    pub batch_max: usize,
+    /// Requests waiting for a commit before new ones are answered 503.
+    pub queue_capacity: usize,
+    /// How long a request waits for its commit before it is answered 503.
+    pub commit_timeout_ms: u64,
+    /// How long a write waits for a lock another process holds (SQLite) before it fails.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://hooksync.db".into(),
+            batch_max: 512,
+            queue_capacity: 8192,
+            commit_timeout_ms: 5_000,
+            busy_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ProjectorConfig {
+    pub enabled: bool,
+    /// Most events applied in one transaction; small enough that a waiting ingest batch is not
+    /// held up for long.
+    pub batch: usize,
+    /// How often the queue is looked at when nothing announced new work.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self { enabled: true, batch: 128, poll_interval_ms: 1_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `hooksync=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub path: String,
+    pub provider: String,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration has {} problem(s):\n  {}", .0.len(), .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// A secret as written in the file: `env:VAR`, `file:/path` or the literal value.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn resolve(spec: &str) -> Result<Secret, String> {
+        let bytes = if let Some(var) = spec.strip_prefix("env:") {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?.into_bytes()
+        } else if let Some(path) = spec.strip_prefix("file:") {
+            let mut raw = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            while raw.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                raw.pop();
+            }
+            raw
+        } else {
+            spec.as_bytes().to_vec()
+        };
+        if bytes.is_empty() {
+            return Err("secret is empty".into());
+        }
+        Ok(Secret(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, and checks everything that can be checked
+    /// without binding a port, collecting every problem.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let raw = builder
+            .add_source(
+                config::Environment::with_prefix("HOOKSYNC")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        Self::from_source(raw)
+    }
+
+    /// Parses a TOML text, environment overrides not applied: for tests and `check-config`.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        Self::from_source(raw)
+    }
+
+    fn from_source(raw: config::Config) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut unknown = Vec::new();
+        let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(raw, &mut note);
+        let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
+        for key in unknown {
+            problems.push(format!("{key}: unknown key"));
+        }
+        match parsed {
+            Ok(cfg) => {
+                problems.extend(cfg.validate());
+                if problems.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(ConfigError::Invalid(problems))
+                }
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                problems.push(format!("{path}: {}", e.inner()));
+                Err(ConfigError::Invalid(problems))
+            }
+        }
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let s = &self.server;
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => problems.push("server.tls_key: required when server.tls_cert is set".into()),
+            (None, Some(_)) => problems.push("server.tls_cert: required when server.tls_key is set".into()),
+            (Some(cert), Some(key)) => {
+                for (name, p) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                    if let Err(e) = std::fs::metadata(p) {
+                        problems.push(format!("{name}: cannot read {}: {e}", p.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        for (name, v) in [
+            ("server.max_body_bytes", s.max_body_bytes),
+            ("server.max_connections", s.max_connections),
+            ("server.max_json_depth", s.max_json_depth),
+            ("database.batch_max", self.database.batch_max),
+            ("database.queue_capacity", self.database.queue_capacity),
+            ("projector.batch", self.projector.batch),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name}: must be greater than 0"));
+            }
+        }
+        if let Err(e) = crate::store::DbUrl::parse(&self.database.url) {
+            problems.push(format!("database.url: {e}"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problems.push(format!("log.format: expected \"text\" or \"json\", found {:?}", self.log.format));
+        }
+        if self.endpoints.is_empty() {
+            problems.push("endpoints: at least one [[endpoints]] entry is needed".into());
+        }
+        let mut names = HashSet::new();
+        let mut paths = HashSet::new();
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let at = format!("endpoints[{i}]");
+            if ep.name.is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(ep.name.as_str()) {
+                problems.push(format!("{at}.name: {:?} is used by another endpoint", ep.name));
+            }
+            if !ep.path.starts_with('/') {
+                problems.push(format!("{at}.path: must start with '/'"));
+            } else if !paths.insert(ep.path.as_str()) {
+                problems.push(format!("{at}.path: {:?} is used by another endpoint", ep.path));
+            }
+            match crate::providers::lookup(&ep.provider) {
+                None => problems.push(format!(
+                    "{at}.provider: unknown provider {:?} (known: {})",
+                    ep.provider,
+                    crate::providers::KINDS.join(", ")
+                )),
+                Some(p) if p.needs_secrets() && ep.secrets.is_empty() => {
+                    problems.push(format!("{at}.secrets: at least one secret is needed"))
+                }
+                Some(_) => {}
+            }
+            for (j, spec) in ep.secrets.iter().enumerate() {
+                if let Err(e) = Secret::resolve(spec) {
+                    problems.push(format!("{at}.secrets[{j}]: {e}"));
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_every_bad_key() {
+        let err = Config::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            max_body_byte = 10
+            [database]
+            url = "mysql://x"
+            colour = "blue"
+            [[endpoints]]
+            name = "a"
+            path = "no-slash"
+            provider = "nope"
+            secrets = ["env:HOOKSYNC_TEST_SURELY_UNSET_VAR"]
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "server.max_body_byte: unknown key",
+            "database.colour: unknown key",
+            "database.url",
+            "endpoints[0].path",
+            "endpoints[0].provider: unknown provider \"nope\"",
+            "endpoints[0].secrets[0]: environment variable HOOKSYNC_TEST_SURELY_UNSET_VAR is not set",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_their_key() {
+        let err = Config::from_toml("[server]\nmax_body_bytes = \"lots\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.max_body_bytes"), "{err}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_file_and_literal() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "from-file\n").unwrap();
+        assert_eq!(Secret::resolve(&format!("file:{}", f.display())).unwrap().expose(), b"from-file");
+        assert_eq!(Secret::resolve("literal").unwrap().expose(), b"literal");
+        assert!(Secret::resolve("").is_err());
+        assert!(format!("{:?}", Secret::resolve("hunter2").unwrap()).contains("redacted"));
+    }
+}

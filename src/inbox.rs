@@ -1,0 +1,260 @@
+//! The inbox: durable, deduplicated storage of authentic events with group commit.
+//!
+//! Requests hand their event to one store thread and wait. The thread takes everything that is
+//! waiting (up to `batch_max`), inserts it in one transaction with one sync, and only then
+//! answers each request, so a 2xx always follows a durable commit and the cost of the sync is
+//! shared by the whole batch. Between batches the same thread runs the projector a chunk at a
+//! time; owning the only write connection means the two never wait on each other's locks.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::projector::Projector;
+use crate::providers::{EventStatus, NewEvent};
+use crate::store::{Db, DbOptions, Stmt, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("too many events waiting for a commit")]
+    Overloaded,
+    #[error("the store cannot commit: {0}")]
+    Unavailable(String),
+    #[error("no commit within the deadline")]
+    Timeout,
+    #[error("the inbox is shut down")]
+    Closed,
+}
+
+enum Command {
+    Ingest(NewEvent, oneshot::Sender<Result<Stored, InboxError>>),
+    Ping(oneshot::Sender<Result<(), InboxError>>),
+}
+
+/// The request side of the inbox: cheap to clone, one per connection.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: SyncSender<Command>,
+    commit_timeout: Duration,
+}
+
+pub struct InboxConfig {
+    pub db: DbOptions,
+    pub batch_max: usize,
+    pub queue_capacity: usize,
+    pub commit_timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Inbox {
+    /// Starts the store thread on an open, migrated database.
+    pub fn start(db: Db, cfg: InboxConfig, projector: Option<Projector>, metrics: Arc<Metrics>) -> std::io::Result<(Inbox, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
+        let worker = StoreThread {
+            db: Some(db),
+            opts: cfg.db,
+            rx,
+            projector,
+            batch_max: cfg.batch_max,
+            poll: cfg.poll_interval,
+            metrics,
+        };
+        let handle = std::thread::Builder::new().name("hooksync-store".into()).spawn(move || worker.run())?;
+        Ok((Inbox { tx, commit_timeout: cfg.commit_timeout }, handle))
+    }
+
+    /// Stores one event; returns once it is durable (or known already).
+    pub async fn submit(&self, event: NewEvent) -> Result<Stored, InboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Ingest(event, tx))?;
+        self.wait(rx).await?
+    }
+
+    /// Succeeds when the database takes a write now.
+    pub async fn ping(&self) -> Result<(), InboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Ping(tx))?;
+        self.wait(rx).await?
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), InboxError> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => InboxError::Overloaded,
+            TrySendError::Disconnected(_) => InboxError::Closed,
+        })
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, InboxError> {
+        match tokio::time::timeout(self.commit_timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(InboxError::Closed),
+            Err(_) => Err(InboxError::Timeout),
+        }
+    }
+}
+
+struct StoreThread {
+    db: Option<Db>,
+    opts: DbOptions,
+    rx: Receiver<Command>,
+    projector: Option<Projector>,
+    batch_max: usize,
+    poll: Duration,
+    metrics: Arc<Metrics>,
+}
+
+const INSERT_EVENT: &str = "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, \
+     tenant, payload, raw_body, status, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (source, event_id) DO NOTHING";
+
+impl StoreThread {
+    fn run(mut self) {
+        // Work left queued by a previous run is picked up at once.
+        let mut project = self.projector.is_some();
+        loop {
+            let first = if project {
+                match self.rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match self.rx.recv_timeout(self.poll) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => {
+                        project = self.projector.is_some();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            match first {
+                Some(cmd) => {
+                    let mut batch = vec![cmd];
+                    while batch.len() < self.batch_max {
+                        match self.rx.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.handle(batch) {
+                        project = self.projector.is_some();
+                    }
+                }
+                None => project = self.project_chunk(),
+            }
+        }
+        tracing::info!("store thread stopped");
+    }
+
+    /// Runs one projector chunk; true while there may be more to do.
+    fn project_chunk(&mut self) -> bool {
+        let (Some(projector), Some(db)) = (&self.projector, self.db.as_mut()) else {
+            return false;
+        };
+        match projector.run_chunk(db) {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "projector chunk failed; retrying at the next poll");
+                if e.is_connection_lost() {
+                    self.db = None;
+                }
+                false
+            }
+        }
+    }
+
+    /// Commits one batch and answers its requests; true when new queued events were stored.
+    fn handle(&mut self, batch: Vec<Command>) -> bool {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut pings = Vec::new();
+        for cmd in batch {
+            match cmd {
+                Command::Ingest(ev, reply) => events.push((ev, reply)),
+                Command::Ping(reply) => pings.push(reply),
+            }
+        }
+        let mut queued_new = false;
+        if !events.is_empty() {
+            match self.commit(&events) {
+                Ok(results) => {
+                    Metrics::inc(&self.metrics.commits);
+                    for ((ev, reply), new) in events.into_iter().zip(results) {
+                        if new {
+                            queued_new |= ev.status == EventStatus::Queued;
+                            match ev.status {
+                                EventStatus::Invalid => Metrics::inc(&self.metrics.stored_invalid),
+                                EventStatus::Unhandled => Metrics::inc(&self.metrics.stored_unhandled),
+                                EventStatus::Queued => {}
+                            }
+                        }
+                        let _ = reply.send(Ok(if new { Stored::New } else { Stored::Duplicate }));
+                    }
+                }
+                Err(e) => {
+                    Metrics::inc(&self.metrics.commit_failures);
+                    tracing::error!(error = %e, events = events.len(), "group commit failed");
+                    let msg = e.to_string();
+                    for (_, reply) in events {
+                        let _ = reply.send(Err(InboxError::Unavailable(msg.clone())));
+                    }
+                }
+            }
+        }
+        for reply in pings {
+            let r = self.connection().and_then(Db::heartbeat).map_err(|e| InboxError::Unavailable(e.to_string()));
+            let _ = reply.send(r);
+        }
+        queued_new
+    }
+
+    fn connection(&mut self) -> Result<&mut Db, StoreError> {
+        if self.db.is_none() {
+            self.db = Some(Db::connect(&self.opts)?);
+            tracing::info!("database connection re-established");
+        }
+        self.db.as_mut().ok_or_else(|| StoreError::Connect("no connection".into()))
+    }
+
+    fn commit(&mut self, events: &[(NewEvent, oneshot::Sender<Result<Stored, InboxError>>)]) -> Result<Vec<bool>, StoreError> {
+        let db = self.connection()?;
+        let result = db.transaction(|db| {
+            let mut out = Vec::with_capacity(events.len());
+            for (ev, _) in events {
+                let n = db.exec(
+                    Stmt::new(INSERT_EVENT)
+                        .text(&ev.source)
+                        .text(ev.provider)
+                        .text(&ev.event_id)
+                        .opt_text(ev.event_type.as_deref())
+                        .text(&ev.occurred_at)
+                        .int(ev.rank)
+                        .text(&ev.received_at)
+                        .opt_text(ev.tenant.as_deref())
+                        .opt_text(ev.payload.as_deref())
+                        .opt_blob(ev.raw_body.as_deref())
+                        .text(ev.status.as_str())
+                        .opt_text(ev.last_error.as_deref()),
+                )?;
+                out.push(n == 1);
+            }
+            Ok::<_, StoreError>(out)
+        });
+        if let Err(e) = &result {
+            if e.is_connection_lost() {
+                self.db = None;
+            }
+        }
+        result
+    }
+}

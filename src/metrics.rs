@@ -1,0 +1,63 @@
+//! Process counters, exposed in Prometheus text format on the admin listener. A handful of
+//! atomics is all this needs; no registry, no allocation on the hot path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub stored: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub stored_invalid: AtomicU64,
+    pub stored_unhandled: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub forbidden: AtomicU64,
+    pub too_large: AtomicU64,
+    pub unavailable: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub applied: AtomicU64,
+    pub stale: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let requests = [
+            ("stored", &self.stored),
+            ("duplicate", &self.duplicates),
+            ("unauthorized", &self.unauthorized),
+            ("forbidden", &self.forbidden),
+            ("too_large", &self.too_large),
+            ("unavailable", &self.unavailable),
+            ("bad_request", &self.bad_requests),
+        ];
+        out.push_str("# HELP hooksync_requests_total Webhook requests by outcome.\n# TYPE hooksync_requests_total counter\n");
+        for (k, v) in requests {
+            let _ = writeln!(out, "hooksync_requests_total{{outcome=\"{k}\"}} {}", v.load(Relaxed));
+        }
+        out.push_str("# HELP hooksync_events_stored_total Events stored, by status at ingest.\n# TYPE hooksync_events_stored_total counter\n");
+        let queued = self.stored.load(Relaxed).saturating_sub(self.stored_invalid.load(Relaxed) + self.stored_unhandled.load(Relaxed));
+        let _ = writeln!(out, "hooksync_events_stored_total{{status=\"queued\"}} {queued}");
+        let _ = writeln!(out, "hooksync_events_stored_total{{status=\"invalid\"}} {}", self.stored_invalid.load(Relaxed));
+        let _ = writeln!(out, "hooksync_events_stored_total{{status=\"unhandled\"}} {}", self.stored_unhandled.load(Relaxed));
+        out.push_str("# HELP hooksync_events_projected_total Events the projector finished, by outcome.\n# TYPE hooksync_events_projected_total counter\n");
+        for (k, v) in [("applied", &self.applied), ("stale", &self.stale), ("failed", &self.failed)] {
+            let _ = writeln!(out, "hooksync_events_projected_total{{status=\"{k}\"}} {}", v.load(Relaxed));
+        }
+        out.push_str("# HELP hooksync_commits_total Group commits of the inbox.\n# TYPE hooksync_commits_total counter\n");
+        let _ = writeln!(out, "hooksync_commits_total{{result=\"ok\"}} {}", self.commits.load(Relaxed));
+        let _ = writeln!(out, "hooksync_commits_total{{result=\"error\"}} {}", self.commit_failures.load(Relaxed));
+        out
+    }
+}

@@ -1,0 +1,388 @@
+//! How an event becomes rows: the shared, order-independent row guard.
+//!
+//! Each domain row keeps the merged provider object in `data` and, in `versions`, the position
+//! `(occurred_at, lifecycle rank, arrival seq)` of the event that last wrote each top-level
+//! field, of the tombstone (`$del`) and of the row (`$last`). A field is written only by an
+//! event whose position is newer than the field's. That makes applying events commutative and
+//! idempotent: whatever order events arrive in, and however often, every row ends as if the
+//! events had been applied one by one in time order. An event none of whose fields is newer
+//! changes nothing and is marked `stale`. Deletes set a tombstone that only a newer create
+//! clears, so a late update cannot resurrect a deleted row.
+//!
+//! Every typed column is derived from the merged `data`, so columns and `data` cannot disagree.
+
+use std::sync::OnceLock;
+
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use serde_json::{Map, Value};
+
+use crate::store::{Bind, Db, Stmt, StoreError};
+
+/// How a column's value is read from the provider object.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Strings as they are; numbers as their decimal text; objects as JSON text.
+    Text,
+    /// Exact decimal text: a JSON number keeps the digits it arrived with.
+    Money,
+    /// An instant, stored in UTC.
+    Timestamp,
+    Int,
+    /// JSON text of whatever is there.
+    Json,
+    /// The constant 1: the mapping itself says it (e.g. "this payment is a plan installment").
+    Flag,
+}
+
+#[derive(Debug)]
+pub struct Col {
+    pub name: &'static str,
+    /// A key of the provider object, or a dotted path into it.
+    pub path: &'static str,
+    pub kind: Kind,
+}
+
+pub const fn col(name: &'static str, path: &'static str, kind: Kind) -> Col {
+    Col { name, path, kind }
+}
+
+/// One provider's view of one table: which columns it fills and from where.
+pub struct Mapping {
+    pub table: &'static str,
+    /// Key columns besides `source`.
+    pub key: &'static [&'static str],
+    pub cols: &'static [Col],
+    select_sql: OnceLock<String>,
+    upsert_sql: OnceLock<String>,
+}
+
+impl Mapping {
+    pub const fn new(table: &'static str, key: &'static [&'static str], cols: &'static [Col]) -> Self {
+        Self { table, key, cols, select_sql: OnceLock::new(), upsert_sql: OnceLock::new() }
+    }
+
+    fn select_sql(&self) -> &str {
+        self.select_sql.get_or_init(|| {
+            let mut sql = format!(
+                "SELECT data, versions, last_event_id, last_event_at, deleted_at FROM {} WHERE source = ?",
+                self.table
+            );
+            for k in self.key {
+                sql.push_str(&format!(" AND \"{k}\" = ?"));
+            }
+            sql
+        })
+    }
+
+    fn upsert_sql(&self) -> &str {
+        self.upsert_sql.get_or_init(|| {
+            let mut names: Vec<&str> = vec!["source"];
+            names.extend(self.key.iter().copied());
+            names.extend(self.cols.iter().map(|c| c.name));
+            let common = ["data", "versions", "last_event_id", "last_event_at", "deleted_at", "synced_at"];
+            names.extend(common);
+            let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+            let marks = vec!["?"; names.len()].join(", ");
+            let updates: Vec<String> = self
+                .cols
+                .iter()
+                .map(|c| c.name)
+                .chain(common)
+                .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
+                .collect();
+            let mut conflict = vec!["source".to_string()];
+            conflict.extend(self.key.iter().map(|k| format!("\"{k}\"")));
+            format!(
+                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {}",
+                self.table,
+                quoted.join(", "),
+                conflict.join(", "),
+                updates.join(", ")
+            )
+        })
+    }
+}
+
+/// What an event does to a row's tombstone.
+#[derive(Debug, Clone, Copy)]
+pub enum Tomb<'a> {
+    Keep,
+    /// A create: clears an older tombstone.
+    Clear,
+    /// A delete, at this time (stored text).
+    Set(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Stale,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// The event cannot be applied as it is; it is marked `failed` and the rest go on.
+    #[error("{0}")]
+    BadEvent(String),
+    /// The database failed; the whole batch is retried later.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A queued event as the projector reads it.
+#[derive(Debug, QueryableByName)]
+pub struct QueuedEvent {
+    #[diesel(sql_type = BigInt)]
+    pub seq: i64,
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    #[diesel(sql_type = Text)]
+    pub event_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub event_type: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub occurred_at: String,
+    #[diesel(sql_type = BigInt)]
+    pub rank: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub payload: Option<String>,
+}
+
+impl QueuedEvent {
+    /// The position that orders this event against every other: stored timestamps are fixed
+    /// width, so the text compares in time order.
+    pub fn position(&self) -> String {
+        format!("{}|{}|{:020}", self.occurred_at, self.rank, self.seq)
+    }
+
+    pub fn json(&self) -> Result<Value, ProjectError> {
+        let text = self.payload.as_deref().ok_or_else(|| ProjectError::BadEvent("event has no payload".into()))?;
+        serde_json::from_str(text).map_err(|e| ProjectError::BadEvent(format!("payload is not JSON: {e}")))
+    }
+
+    pub fn event_type(&self) -> &str {
+        self.event_type.as_deref().unwrap_or_default()
+    }
+}
+
+#[derive(QueryableByName)]
+struct CurrentRow {
+    #[diesel(sql_type = Text)]
+    data: String,
+    #[diesel(sql_type = Text)]
+    versions: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_event_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_event_at: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    deleted_at: Option<String>,
+}
+
+/// The projection of one event, inside the projector's transaction.
+pub struct Tx<'c> {
+    db: &'c mut Db,
+    event: &'c QueuedEvent,
+    pos: String,
+    now: &'c str,
+    changed: bool,
+}
+
+enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl<'c> Tx<'c> {
+    pub fn new(db: &'c mut Db, event: &'c QueuedEvent, now: &'c str) -> Self {
+        Self { pos: event.position(), db, event, now, changed: false }
+    }
+
+    pub fn event(&self) -> &QueuedEvent {
+        self.event
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.changed {
+            Outcome::Applied
+        } else {
+            Outcome::Stale
+        }
+    }
+
+    /// Merges `fields` into the row at `key`, field by field, as described in the module docs.
+    pub fn upsert(&mut self, m: &Mapping, key: &[&str], fields: &Map<String, Value>, tomb: Tomb<'_>) -> Result<(), ProjectError> {
+        if key.len() != m.key.len() || key.iter().any(|k| k.is_empty()) {
+            return Err(ProjectError::BadEvent(format!("{} row without a key", m.table)));
+        }
+        let mut select = Stmt::new(m.select_sql()).text(&self.event.source);
+        for k in key {
+            select = select.text(k);
+        }
+        let current: Option<CurrentRow> = self.db.load(select)?.into_iter().next();
+        let fresh = current.is_none();
+        let (mut data, mut versions, mut last_id, mut last_at, mut deleted_at) = match current {
+            Some(r) => (
+                parse_object(&r.data, "data")?,
+                parse_object(&r.versions, "versions")?,
+                r.last_event_id,
+                r.last_event_at,
+                r.deleted_at,
+            ),
+            None => Default::default(),
+        };
+        let pos = self.pos.as_str();
+        let newer = |versions: &Map<String, Value>, k: &str| versions.get(k).and_then(Value::as_str).is_none_or(|p| pos > p);
+        let mut changed = fresh;
+        for (k, v) in fields {
+            if newer(&versions, k) {
+                data.insert(k.clone(), v.clone());
+                versions.insert(k.clone(), Value::String(pos.to_owned()));
+                changed = true;
+            }
+        }
+        let tomb_value = match tomb {
+            Tomb::Keep => None,
+            Tomb::Clear => Some(None),
+            Tomb::Set(at) => Some(Some(at)),
+        };
+        if let Some(value) = tomb_value {
+            if newer(&versions, "$del") {
+                deleted_at = value.map(str::to_owned);
+                versions.insert("$del".into(), Value::String(pos.to_owned()));
+                changed = true;
+            }
+        }
+        if newer(&versions, "$last") {
+            last_id = Some(self.event.event_id.clone());
+            last_at = Some(self.event.occurred_at.clone());
+            versions.insert("$last".into(), Value::String(pos.to_owned()));
+            changed = true;
+        }
+        if !changed {
+            return Ok(());
+        }
+        let values: Vec<Val> = m.cols.iter().map(|c| column_value(&data, c)).collect();
+        let data_text = Value::Object(data).to_string();
+        let versions_text = Value::Object(versions).to_string();
+        let mut up = Stmt::new(m.upsert_sql()).text(&self.event.source);
+        for k in key {
+            up = up.text(k);
+        }
+        for v in &values {
+            up = up.bind(match v {
+                Val::Text(t) => Bind::Text(t.as_deref()),
+                Val::Int(i) => Bind::Int(*i),
+            });
+        }
+        up = up
+            .text(&data_text)
+            .text(&versions_text)
+            .opt_text(last_id.as_deref())
+            .opt_text(last_at.as_deref())
+            .opt_text(deleted_at.as_deref())
+            .text(self.now);
+        self.db.exec(up)?;
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Records an account-level event; notices never change once written.
+    pub fn notice(&mut self, kind: &str, company_id: Option<&str>, data: &Value) -> Result<(), ProjectError> {
+        let data_text = data.to_string();
+        let e = self.event;
+        let n = self.db.exec(
+            Stmt::new(
+                "INSERT INTO notices (source, id, type, company_id, occurred_at, data, last_event_id, last_event_at, synced_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING",
+            )
+            .text(&e.source)
+            .text(&e.event_id)
+            .text(kind)
+            .opt_text(company_id)
+            .text(&e.occurred_at)
+            .text(&data_text)
+            .text(&e.event_id)
+            .text(&e.occurred_at)
+            .text(self.now),
+        )?;
+        self.changed |= n > 0;
+        Ok(())
+    }
+}
+
+fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, ProjectError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(ProjectError::BadEvent(format!("stored {what} is not a JSON object"))),
+    }
+}
+
+/// Looks up a top-level key, or a dotted path into nested objects.
+pub fn get_path<'v>(data: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    if let Some(v) = data.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut cur = data.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur)
+}
+
+fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
+    if let Kind::Flag = c.kind {
+        return Val::Int(Some(1));
+    }
+    let v = get_path(data, c.path).filter(|v| !v.is_null());
+    match c.kind {
+        Kind::Text | Kind::Money => Val::Text(v.map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })),
+        Kind::Json => Val::Text(v.map(Value::to_string)),
+        Kind::Timestamp => Val::Text(v.and_then(Value::as_str).and_then(crate::timefmt::parse).map(crate::timefmt::format)),
+        Kind::Int => Val::Int(v.and_then(|v| match v {
+            Value::Number(n) => n.as_i64().or_else(|| n.to_string().parse::<f64>().ok().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })),
+        Kind::Flag => Val::Int(Some(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_keeps_its_digits() {
+        let data: Map<String, Value> = serde_json::from_str(r#"{"amount": 1250.00, "tiny": 0.1000000000000000055511151231257827}"#).unwrap();
+        match column_value(&data, &col("amount", "amount", Kind::Money)) {
+            Val::Text(Some(s)) => assert_eq!(s, "1250.00"),
+            _ => panic!("amount lost"),
+        }
+        match column_value(&data, &col("tiny", "tiny", Kind::Money)) {
+            Val::Text(Some(s)) => assert_eq!(s, "0.1000000000000000055511151231257827"),
+            _ => panic!("digits lost"),
+        }
+    }
+
+    #[test]
+    fn dotted_paths_reach_nested_fields() {
+        let data: Map<String, Value> = serde_json::from_str(r#"{"invoice": {"invoiceNumber": "202601"}}"#).unwrap();
+        assert_eq!(get_path(&data, "invoice.invoiceNumber").and_then(Value::as_str), Some("202601"));
+        assert!(get_path(&data, "invoice.nope").is_none());
+    }
+}

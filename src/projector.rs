@@ -1,0 +1,81 @@
+//! The projector: applies queued events in the order they happened. It runs on the store
+//! thread between ingest batches (see `inbox`), a bounded chunk at a time, so a waiting sender
+//! is never held up by more than one chunk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
+use crate::providers::Provider;
+use crate::store::{Db, Stmt, StoreError};
+
+pub struct Projector {
+    providers: HashMap<String, &'static dyn Provider>,
+    batch: i64,
+    metrics: Arc<Metrics>,
+}
+
+const NEXT_QUEUED: &str = "SELECT seq, source, event_id, event_type, occurred_at, rank, payload FROM events \
+     WHERE status = 'queued' ORDER BY occurred_at, rank, seq LIMIT ?";
+
+const MARK: &str = "UPDATE events SET status = ?, attempts = attempts + 1, last_error = ?, applied_at = ? WHERE seq = ?";
+
+impl Projector {
+    /// `providers` maps each endpoint name (the `source` of its events) to its provider.
+    pub fn new(providers: HashMap<String, &'static dyn Provider>, batch: usize, metrics: Arc<Metrics>) -> Self {
+        Self { providers, batch: i64::try_from(batch).unwrap_or(i64::MAX), metrics }
+    }
+
+    /// Applies the next chunk of queued events in one transaction; returns how many it took.
+    /// A database error rolls the chunk back: the events stay queued for the next try.
+    pub fn run_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
+        let now = crate::timefmt::format(crate::timefmt::now());
+        let (n, counts) = db.transaction(|db| {
+            let events: Vec<QueuedEvent> = db.load(Stmt::new(NEXT_QUEUED).int(self.batch))?;
+            let mut counts = [0u64; 3];
+            for ev in &events {
+                let (status, error) = match self.apply(db, ev, &now)? {
+                    Ok(Outcome::Applied) => ("applied", None),
+                    Ok(Outcome::Stale) => ("stale", None),
+                    Err(why) => {
+                        tracing::warn!(source = %ev.source, event_id = %ev.event_id, error = %why, "event cannot be applied");
+                        ("failed", Some(why))
+                    }
+                };
+                counts[match status {
+                    "applied" => 0,
+                    "stale" => 1,
+                    _ => 2,
+                }] += 1;
+                db.exec(Stmt::new(MARK).text(status).opt_text(error.as_deref()).text(&now).int(ev.seq))?;
+            }
+            Ok::<_, StoreError>((events.len(), counts))
+        })?;
+        Metrics::add(&self.metrics.applied, counts[0]);
+        Metrics::add(&self.metrics.stale, counts[1]);
+        Metrics::add(&self.metrics.failed, counts[2]);
+        Ok(n)
+    }
+
+    /// Applies one event inside a savepoint, so an event that fails half-way leaves nothing
+    /// behind. The outer `Err` is a database failure; the inner one says why the event is bad.
+    fn apply(&self, db: &mut Db, ev: &QueuedEvent, now: &str) -> Result<Result<Outcome, String>, StoreError> {
+        let Some(provider) = self.providers.get(&ev.source) else {
+            return Ok(Err(format!("no endpoint named {:?} is configured", ev.source)));
+        };
+        db.batch("SAVEPOINT event")?;
+        let result = provider.project(ev, &mut Tx::new(db, ev, now));
+        match result {
+            Ok(outcome) => {
+                db.batch("RELEASE event")?;
+                Ok(Ok(outcome))
+            }
+            Err(ProjectError::BadEvent(why)) => {
+                db.batch("ROLLBACK TO event; RELEASE event")?;
+                Ok(Err(why))
+            }
+            Err(ProjectError::Store(e)) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Providers: how each sender signs, what its envelope looks like, and how its events map onto
+//! the tables. A provider is one file implementing [`Provider`]; this module holds what they
+//! share (HMAC, constant-time comparison, the lifecycle rank, the JSON depth guard) and the
+//! [`Endpoint`], which is the only way to turn request bytes into a [`NewEvent`].
+
+pub mod getbill;
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::config::{EndpointConfig, Secret};
+use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
+
+/// Every provider kind a config may name.
+pub const KINDS: &[&str] = &["getbill"];
+
+pub fn lookup(kind: &str) -> Option<&'static dyn Provider> {
+    match kind {
+        "getbill" => Some(&getbill::GetBill),
+        _ => None,
+    }
+}
+
+/// Why a request's credentials were not accepted. Never carries the signature or a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("signature header missing")]
+    Missing,
+    #[error("signature header malformed")]
+    Malformed,
+    #[error("signature does not match")]
+    Mismatch,
+    #[error("timestamp outside tolerance")]
+    Stale,
+}
+
+/// What a provider reads from an authentic body before it is stored.
+#[derive(Debug)]
+pub struct Envelope {
+    pub event_id: String,
+    pub event_type: String,
+    /// The ordering key; `None` means "when it was received".
+    pub occurred_at: Option<OffsetDateTime>,
+    pub tenant: Option<String>,
+    /// The decoded JSON as text (the body itself unless the provider had to unwrap it).
+    pub payload: String,
+    /// Whether the projector knows this event type; unknown ones are kept as `unhandled`.
+    pub handled: bool,
+}
+
+pub trait Provider: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+
+    fn needs_secrets(&self) -> bool {
+        true
+    }
+
+    /// Checks the credentials over the raw bytes, before anything parses them.
+    fn verify(&self, secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError>;
+
+    /// Reads the envelope of an authentic body; `Err` says why it is not a usable event.
+    fn envelope(&self, body: &[u8]) -> Result<Envelope, String>;
+
+    /// Applies one stored event to the domain tables.
+    fn project(&self, event: &QueuedEvent, tx: &mut Tx<'_>) -> Result<Outcome, ProjectError>;
+}
+
+/// Tie-break for events with the same timestamp: the lifecycle position of the event type.
+pub fn lifecycle_rank(event_type: &str) -> i64 {
+    let last = event_type.rsplit(['.', '_']).next().unwrap_or_default().to_ascii_lowercase();
+    match last.as_str() {
+        "created" => 0,
+        "completed" | "failed" | "paid" | "received" | "canceled" | "cancelled" => 2,
+        "deleted" => 3,
+        _ => 1,
+    }
+}
+
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time equality that is false for different lengths, so an empty or truncated
+/// signature never passes.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// A 32-byte MAC written as 64 hex digits, either case.
+pub fn decode_hex_mac(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut out).ok()?;
+    Some(out)
+}
+
+pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
+    let v = headers.get(name).ok_or(AuthError::Missing)?;
+    let s = v.to_str().map_err(|_| AuthError::Malformed)?.trim();
+    if s.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(s)
+}
+
+/// Whether the JSON nesting stays within `max`, counted on the bytes before any parser
+/// recurses into them.
+pub fn json_depth_ok(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// A JSON id as text: strings as they are, numbers as their decimal text.
+pub fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A configured endpoint: where it listens, which provider speaks there, and its secrets.
+pub struct Endpoint {
+    pub name: Arc<str>,
+    pub path: String,
+    pub provider: &'static dyn Provider,
+    secrets: Vec<Secret>,
+    pub tenant: Option<String>,
+}
+
+/// Proof that a body passed its endpoint's verification. Only [`Endpoint::verify`] makes one,
+/// and only a `Verified` body can become a [`NewEvent`] for the inbox.
+pub struct Verified<'a> {
+    endpoint: &'a Endpoint,
+    body: &'a [u8],
+}
+
+/// Why an authentic request is still not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("event belongs to another tenant")]
+    Tenant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Queued,
+    Unhandled,
+    Invalid,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Queued => "queued",
+            EventStatus::Unhandled => "unhandled",
+            EventStatus::Invalid => "invalid",
+        }
+    }
+}
+
+/// An authentic event ready for the inbox.
+#[derive(Debug)]
+pub struct NewEvent {
+    pub source: Arc<str>,
+    pub provider: &'static str,
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub occurred_at: String,
+    pub rank: i64,
+    pub received_at: String,
+    pub tenant: Option<String>,
+    pub payload: Option<String>,
+    /// The body as received, kept only when it could not be read as an event.
+    pub raw_body: Option<Vec<u8>>,
+    pub status: EventStatus,
+    pub last_error: Option<String>,
+}
+
+impl Endpoint {
+    pub fn from_config(cfg: &EndpointConfig) -> Result<Endpoint, String> {
+        let provider = lookup(&cfg.provider).ok_or_else(|| format!("unknown provider {:?}", cfg.provider))?;
+        let secrets = cfg
+            .secrets
+            .iter()
+            .map(|s| Secret::resolve(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("endpoint {}: {e}", cfg.name))?;
+        Ok(Endpoint {
+            name: Arc::from(cfg.name.as_str()),
+            path: cfg.path.clone(),
+            provider,
+            secrets,
+            tenant: cfg.tenant.clone().filter(|t| !t.is_empty()),
+        })
+    }
+
+    pub fn verify<'a>(&'a self, headers: &HeaderMap, body: &'a [u8]) -> Result<Verified<'a>, AuthError> {
+        if self.provider.needs_secrets() && self.secrets.is_empty() {
+            return Err(AuthError::Mismatch);
+        }
+        self.provider.verify(&self.secrets, headers, body)?;
+        Ok(Verified { endpoint: self, body })
+    }
+}
+
+impl Verified<'_> {
+    /// Reads the envelope and decides how the event is stored. Authentic bytes are never
+    /// dropped: what cannot be read is kept as `invalid`, under an id derived from its hash.
+    pub fn into_event(self, received_at: OffsetDateTime, max_json_depth: usize) -> Result<NewEvent, Refusal> {
+        let ep = self.endpoint;
+        let received = crate::timefmt::format(received_at);
+        let envelope = if json_depth_ok(self.body, max_json_depth) {
+            ep.provider.envelope(self.body)
+        } else {
+            Err(format!("JSON nested deeper than {max_json_depth}"))
+        };
+        match envelope {
+            Ok(env) => {
+                if let Some(want) = &ep.tenant {
+                    if env.tenant.as_deref() != Some(want.as_str()) {
+                        return Err(Refusal::Tenant);
+                    }
+                }
+                let occurred = env.occurred_at.map(crate::timefmt::format).unwrap_or_else(|| received.clone());
+                Ok(NewEvent {
+                    source: ep.name.clone(),
+                    provider: ep.provider.kind(),
+                    rank: lifecycle_rank(&env.event_type),
+                    status: if env.handled { EventStatus::Queued } else { EventStatus::Unhandled },
+                    event_id: env.event_id,
+                    event_type: Some(env.event_type),
+                    occurred_at: occurred,
+                    received_at: received,
+                    tenant: env.tenant,
+                    payload: Some(env.payload),
+                    raw_body: None,
+                    last_error: None,
+                })
+            }
+            Err(why) => Ok(NewEvent {
+                source: ep.name.clone(),
+                provider: ep.provider.kind(),
+                event_id: format!("sha256:{}", hex::encode(Sha256::digest(self.body))),
+                event_type: None,
+                occurred_at: received.clone(),
+                rank: 1,
+                received_at: received,
+                tenant: None,
+                payload: None,
+                raw_body: Some(self.body.to_vec()),
+                status: EventStatus::Invalid,
+                last_error: Some(why),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_follow_the_lifecycle() {
+        assert!(lifecycle_rank("debt.created") < lifecycle_rank("debt.updated"));
+        assert!(lifecycle_rank("debt.status_changed") < lifecycle_rank("payment.received"));
+        assert!(lifecycle_rank("followup.completed") < lifecycle_rank("debt.deleted"));
+        assert_eq!(lifecycle_rank("CUSTOMER_CREATED"), 0);
+        assert_eq!(lifecycle_rank("INVENTORY_DELETED"), 3);
+    }
+
+    #[test]
+    fn ct_eq_refuses_other_lengths() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"", b"abc"));
+    }
+
+    #[test]
+    fn depth_guard_ignores_brackets_in_strings() {
+        assert!(json_depth_ok(br#"{"a":"[[[[[[[[[[[[["}"#, 2));
+        assert!(!json_depth_ok(b"[[[1]]]", 2));
+        assert!(json_depth_ok(b"[[1]]", 2));
+        assert!(json_depth_ok(br#"{"a":"\"[[[["}"#, 1));
+    }
+}

@@ -1,0 +1,219 @@
+//! The database: which backend the URL names, connecting with durable settings, the embedded
+//! migrations, and the few statements the inbox and the projector run.
+//!
+//! Everything above this module speaks to `Db`; backends differ only inside it.
+
+mod stmt;
+
+use std::path::PathBuf;
+
+use diesel::connection::SimpleConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, QueryableByName, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub use stmt::{Bind, Stmt};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl StoreError {
+    /// True when the connection itself is gone and must be opened again.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connect(_)
+                | StoreError::Query(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::ClosedConnection,
+                    _
+                ))
+        )
+    }
+}
+
+/// Where the data lives, read from `database.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    Sqlite(PathBuf),
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<DbUrl, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err("PostgreSQL is not supported by this build yet".into());
+        }
+        let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+            rest
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            rest
+        } else if url.contains("://") {
+            return Err(format!("unknown scheme in {url:?}: use sqlite://PATH or postgres://..."));
+        } else {
+            url
+        };
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err("an SQLite URL needs a file path (events must survive a restart)".into());
+        }
+        Ok(DbUrl::Sqlite(PathBuf::from(path)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: DbUrl,
+    /// How long a statement waits for a lock held by another process.
+    pub busy_timeout_ms: u64,
+}
+
+/// One open connection.
+pub enum Db {
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct CountRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+impl Db {
+    /// Opens a connection with the settings durability depends on: WAL with `synchronous=FULL`
+    /// makes a commit reach the disk before it returns.
+    pub fn connect(opts: &DbOptions) -> Result<Db, StoreError> {
+        match &opts.url {
+            DbUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
+                }
+                let url = path.to_string_lossy();
+                let mut c = SqliteConnection::establish(&url).map_err(|e| StoreError::Connect(e.to_string()))?;
+                c.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+                    opts.busy_timeout_ms
+                ))?;
+                Ok(Db::Sqlite(c))
+            }
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    pub fn migrate(&mut self) -> Result<usize, StoreError> {
+        match self {
+            Db::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.len())
+                .map_err(|e| StoreError::Migration(e.to_string())),
+        }
+    }
+
+    pub fn exec(&mut self, s: Stmt<'_>) -> Result<usize, StoreError> {
+        Ok(match self {
+            Db::Sqlite(c) => s.execute(c)?,
+        })
+    }
+
+    pub fn load<R>(&mut self, s: Stmt<'_>) -> Result<Vec<R>, StoreError>
+    where
+        R: QueryableByName<diesel::sqlite::Sqlite> + 'static,
+    {
+        Ok(match self {
+            Db::Sqlite(c) => s.load::<R>(c)?,
+        })
+    }
+
+    pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(c) => c.batch_execute(sql)?,
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction; commits on `Ok`, rolls back on `Err`. SQLite takes the write
+    /// lock up front (`BEGIN IMMEDIATE`) so a transaction never fails half-way on an upgrade.
+    pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut Db) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let begin = match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+        };
+        self.batch(begin)?;
+        match f(self) {
+            Ok(v) => match self.batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = self.batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Proves the database takes writes (for `/readyz`).
+    pub fn heartbeat(&mut self) -> Result<(), StoreError> {
+        let now = crate::timefmt::format(crate::timefmt::now());
+        self.exec(Stmt::new("INSERT INTO hooksync_health (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").text(&now))?;
+        Ok(())
+    }
+
+    pub fn count(&mut self, sql: &str) -> Result<i64, StoreError> {
+        let rows: Vec<CountRow> = self.load(Stmt::new(sql))?;
+        Ok(rows.first().map(|r| r.n).unwrap_or(0))
+    }
+}
+
+/// Opens the database and brings its schema up to date: what `migrate` and `serve` do first.
+pub fn open_and_migrate(opts: &DbOptions) -> Result<Db, StoreError> {
+    let mut db = Db::connect(opts)?;
+    let n = db.migrate()?;
+    if n > 0 {
+        tracing::info!(applied = n, "database migrations applied");
+    }
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend() {
+        assert_eq!(DbUrl::parse("sqlite://hooksync.db").unwrap(), DbUrl::Sqlite("hooksync.db".into()));
+        assert_eq!(DbUrl::parse("sqlite:///var/lib/h.db").unwrap(), DbUrl::Sqlite("/var/lib/h.db".into()));
+        assert_eq!(DbUrl::parse("data/h.db").unwrap(), DbUrl::Sqlite("data/h.db".into()));
+        assert!(DbUrl::parse("sqlite://:memory:").is_err());
+        assert!(DbUrl::parse("mysql://x").is_err());
+        assert!(DbUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn statements_check_their_bind_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions { url: DbUrl::Sqlite(dir.path().join("t.db")), busy_timeout_ms: 100 };
+        let mut db = open_and_migrate(&opts).unwrap();
+        assert!(db.exec(Stmt::new("SELECT ?")).is_err());
+        assert!(db.exec(Stmt::new("SELECT 1").int(1)).is_err());
+        assert_eq!(db.count("SELECT COUNT(*) AS n FROM events").unwrap(), 0);
+        db.heartbeat().unwrap();
+    }
+}
