@@ -29,7 +29,11 @@ impl Listeners {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         let admin = match cfg.server.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
             None => None,
         };
         Ok(Listeners { webhooks, admin })
@@ -38,12 +42,19 @@ impl Listeners {
 
 pub fn db_options(cfg: &Config) -> anyhow::Result<DbOptions> {
     let url = DbUrl::parse(&cfg.database.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
-    Ok(DbOptions { url, busy_timeout_ms: cfg.database.busy_timeout_ms })
+    Ok(DbOptions {
+        url,
+        busy_timeout_ms: cfg.database.busy_timeout_ms,
+    })
 }
 
 /// Runs the daemon until `shutdown` resolves: migrations, store thread, listeners. Returns
 /// after in-flight requests are answered and the last commit is done.
-pub async fn run(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let endpoints: Vec<Endpoint> = cfg
         .endpoints
         .iter()
@@ -57,8 +68,10 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: impl Future<Output
     };
     let metrics = Arc::new(Metrics::default());
     let projector = cfg.projector.enabled.then(|| {
-        let providers: HashMap<String, &'static dyn Provider> =
-            endpoints.iter().map(|e| (e.name.to_string(), e.provider)).collect();
+        let providers: HashMap<String, &'static dyn Provider> = endpoints
+            .iter()
+            .map(|e| (e.name.to_string(), e.provider))
+            .collect();
         Projector::new(providers, cfg.projector.batch, metrics.clone())
     });
     let (inbox, store_thread) = Inbox::start(
@@ -76,7 +89,9 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: impl Future<Output
     .context("cannot start the store thread")?;
 
     let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
-        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(cert, key)?,
+        )),
         _ => {
             tracing::warn!("no TLS certificate configured: serving plain HTTP (only behind a TLS-terminating proxy)");
             None

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "hooksync", version, about = "Turns signed billing and collections webhooks into SQL tables")]
+#[command(
+    name = "hooksync",
+    version,
+    about = "Turns signed billing and collections webhooks into SQL tables"
+)]
 struct Cli {
     /// The TOML configuration file; `HOOKSYNC_<SECTION>__<KEY>` variables override it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -37,7 +41,11 @@ pub fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig = cli.command {
-        println!("configuration OK: {} endpoint(s), database {}", cfg.endpoints.len(), redact_url(&cfg.database.url));
+        println!(
+            "configuration OK: {} endpoint(s), database {}",
+            cfg.endpoints.len(),
+            redact_url(&cfg.database.url)
+        );
         return ExitCode::SUCCESS;
     }
     init_tracing(&cfg);
@@ -66,9 +74,16 @@ fn redact_url(url: &str) -> String {
 
 fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cfg.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {
@@ -80,7 +95,10 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hooksync").build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hooksync")
+        .build()?;
     rt.block_on(async move {
         let listeners = crate::Listeners::bind(&cfg).await?;
         crate::run(cfg, listeners, shutdown_signal()).await
@@ -89,7 +107,10 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
@@ -106,7 +127,10 @@ async fn shutdown_signal() {
 mod tests {
     #[test]
     fn passwords_do_not_print() {
-        assert_eq!(super::redact_url("postgres://u:pw@h/db"), "postgres://***@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h/db"),
+            "postgres://***@h/db"
+        );
         assert_eq!(super::redact_url("sqlite://h.db"), "sqlite://h.db");
     }
 }

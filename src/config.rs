@@ -103,7 +103,11 @@ pub struct ProjectorConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self { enabled: true, batch: 128, poll_interval_ms: 1_000 }
+        Self {
+            enabled: true,
+            batch: 128,
+            poll_interval_ms: 1_000,
+        }
     }
 }
 
@@ -118,7 +122,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: "text".into() }
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -148,7 +155,9 @@ pub struct Secret(Vec<u8>);
 impl Secret {
     pub fn resolve(spec: &str) -> Result<Secret, String> {
         let bytes = if let Some(var) = spec.strip_prefix("env:") {
-            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?.into_bytes()
+            std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set"))?
+                .into_bytes()
         } else if let Some(path) = spec.strip_prefix("file:") {
             let mut raw = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
             while raw.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -232,8 +241,12 @@ impl Config {
         let mut problems = Vec::new();
         let s = &self.server;
         match (&s.tls_cert, &s.tls_key) {
-            (Some(_), None) => problems.push("server.tls_key: required when server.tls_cert is set".into()),
-            (None, Some(_)) => problems.push("server.tls_cert: required when server.tls_key is set".into()),
+            (Some(_), None) => {
+                problems.push("server.tls_key: required when server.tls_cert is set".into())
+            }
+            (None, Some(_)) => {
+                problems.push("server.tls_cert: required when server.tls_key is set".into())
+            }
             (Some(cert), Some(key)) => {
                 for (name, p) in [("server.tls_cert", cert), ("server.tls_key", key)] {
                     if let Err(e) = std::fs::metadata(p) {
@@ -259,7 +272,10 @@ impl Config {
             problems.push(format!("database.url: {e}"));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            problems.push(format!("log.format: expected \"text\" or \"json\", found {:?}", self.log.format));
+            problems.push(format!(
+                "log.format: expected \"text\" or \"json\", found {:?}",
+                self.log.format
+            ));
         }
         if self.endpoints.is_empty() {
             problems.push("endpoints: at least one [[endpoints]] entry is needed".into());
@@ -271,12 +287,18 @@ impl Config {
             if ep.name.is_empty() {
                 problems.push(format!("{at}.name: must not be empty"));
             } else if !names.insert(ep.name.as_str()) {
-                problems.push(format!("{at}.name: {:?} is used by another endpoint", ep.name));
+                problems.push(format!(
+                    "{at}.name: {:?} is used by another endpoint",
+                    ep.name
+                ));
             }
             if !ep.path.starts_with('/') {
                 problems.push(format!("{at}.path: must start with '/'"));
             } else if !paths.insert(ep.path.as_str()) {
-                problems.push(format!("{at}.path: {:?} is used by another endpoint", ep.path));
+                problems.push(format!(
+                    "{at}.path: {:?} is used by another endpoint",
+                    ep.path
+                ));
             }
             match crate::providers::lookup(&ep.provider) {
                 None => problems.push(format!(
@@ -336,7 +358,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_their_key() {
-        let err = Config::from_toml("[server]\nmax_body_bytes = \"lots\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[server]\nmax_body_bytes = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server.max_body_bytes"), "{err}");
     }
 
@@ -345,7 +369,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s");
         std::fs::write(&f, "from-file\n").unwrap();
-        assert_eq!(Secret::resolve(&format!("file:{}", f.display())).unwrap().expose(), b"from-file");
+        assert_eq!(
+            Secret::resolve(&format!("file:{}", f.display()))
+                .unwrap()
+                .expose(),
+            b"from-file"
+        );
         assert_eq!(Secret::resolve("literal").unwrap().expose(), b"literal");
         assert!(Secret::resolve("").is_err());
         assert!(format!("{:?}", Secret::resolve("hunter2").unwrap()).contains("redacted"));

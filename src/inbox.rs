@@ -58,7 +58,12 @@ pub struct InboxConfig {
 
 impl Inbox {
     /// Starts the store thread on an open, migrated database.
-    pub fn start(db: Db, cfg: InboxConfig, projector: Option<Projector>, metrics: Arc<Metrics>) -> std::io::Result<(Inbox, JoinHandle<()>)> {
+    pub fn start(
+        db: Db,
+        cfg: InboxConfig,
+        projector: Option<Projector>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Inbox, JoinHandle<()>)> {
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
         let worker = StoreThread {
             db: Some(db),
@@ -69,8 +74,16 @@ impl Inbox {
             poll: cfg.poll_interval,
             metrics,
         };
-        let handle = std::thread::Builder::new().name("hooksync-store".into()).spawn(move || worker.run())?;
-        Ok((Inbox { tx, commit_timeout: cfg.commit_timeout }, handle))
+        let handle = std::thread::Builder::new()
+            .name("hooksync-store".into())
+            .spawn(move || worker.run())?;
+        Ok((
+            Inbox {
+                tx,
+                commit_timeout: cfg.commit_timeout,
+            },
+            handle,
+        ))
     }
 
     /// Stores one event; returns once it is durable (or known already).
@@ -113,7 +126,8 @@ struct StoreThread {
     metrics: Arc<Metrics>,
 }
 
-const INSERT_EVENT: &str = "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, \
+const INSERT_EVENT: &str =
+    "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, \
      tenant, payload, raw_body, status, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (source, event_id) DO NOTHING";
 
@@ -194,7 +208,9 @@ impl StoreThread {
                             queued_new |= ev.status == EventStatus::Queued;
                             match ev.status {
                                 EventStatus::Invalid => Metrics::inc(&self.metrics.stored_invalid),
-                                EventStatus::Unhandled => Metrics::inc(&self.metrics.stored_unhandled),
+                                EventStatus::Unhandled => {
+                                    Metrics::inc(&self.metrics.stored_unhandled)
+                                }
                                 EventStatus::Queued => {}
                             }
                         }
@@ -212,7 +228,10 @@ impl StoreThread {
             }
         }
         for reply in pings {
-            let r = self.connection().and_then(Db::heartbeat).map_err(|e| InboxError::Unavailable(e.to_string()));
+            let r = self
+                .connection()
+                .and_then(Db::heartbeat)
+                .map_err(|e| InboxError::Unavailable(e.to_string()));
             let _ = reply.send(r);
         }
         queued_new
@@ -223,10 +242,15 @@ impl StoreThread {
             self.db = Some(Db::connect(&self.opts)?);
             tracing::info!("database connection re-established");
         }
-        self.db.as_mut().ok_or_else(|| StoreError::Connect("no connection".into()))
+        self.db
+            .as_mut()
+            .ok_or_else(|| StoreError::Connect("no connection".into()))
     }
 
-    fn commit(&mut self, events: &[(NewEvent, oneshot::Sender<Result<Stored, InboxError>>)]) -> Result<Vec<bool>, StoreError> {
+    fn commit(
+        &mut self,
+        events: &[(NewEvent, oneshot::Sender<Result<Stored, InboxError>>)],
+    ) -> Result<Vec<bool>, StoreError> {
         let db = self.connection()?;
         let result = db.transaction(|db| {
             let mut out = Vec::with_capacity(events.len());

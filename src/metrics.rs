@@ -44,20 +44,53 @@ impl Metrics {
         ];
         out.push_str("# HELP hooksync_requests_total Webhook requests by outcome.\n# TYPE hooksync_requests_total counter\n");
         for (k, v) in requests {
-            let _ = writeln!(out, "hooksync_requests_total{{outcome=\"{k}\"}} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "hooksync_requests_total{{outcome=\"{k}\"}} {}",
+                v.load(Relaxed)
+            );
         }
         out.push_str("# HELP hooksync_events_stored_total Events stored, by status at ingest.\n# TYPE hooksync_events_stored_total counter\n");
-        let queued = self.stored.load(Relaxed).saturating_sub(self.stored_invalid.load(Relaxed) + self.stored_unhandled.load(Relaxed));
-        let _ = writeln!(out, "hooksync_events_stored_total{{status=\"queued\"}} {queued}");
-        let _ = writeln!(out, "hooksync_events_stored_total{{status=\"invalid\"}} {}", self.stored_invalid.load(Relaxed));
-        let _ = writeln!(out, "hooksync_events_stored_total{{status=\"unhandled\"}} {}", self.stored_unhandled.load(Relaxed));
+        let queued = self.stored.load(Relaxed).saturating_sub(
+            self.stored_invalid.load(Relaxed) + self.stored_unhandled.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "hooksync_events_stored_total{{status=\"queued\"}} {queued}"
+        );
+        let _ = writeln!(
+            out,
+            "hooksync_events_stored_total{{status=\"invalid\"}} {}",
+            self.stored_invalid.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "hooksync_events_stored_total{{status=\"unhandled\"}} {}",
+            self.stored_unhandled.load(Relaxed)
+        );
         out.push_str("# HELP hooksync_events_projected_total Events the projector finished, by outcome.\n# TYPE hooksync_events_projected_total counter\n");
-        for (k, v) in [("applied", &self.applied), ("stale", &self.stale), ("failed", &self.failed)] {
-            let _ = writeln!(out, "hooksync_events_projected_total{{status=\"{k}\"}} {}", v.load(Relaxed));
+        for (k, v) in [
+            ("applied", &self.applied),
+            ("stale", &self.stale),
+            ("failed", &self.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "hooksync_events_projected_total{{status=\"{k}\"}} {}",
+                v.load(Relaxed)
+            );
         }
         out.push_str("# HELP hooksync_commits_total Group commits of the inbox.\n# TYPE hooksync_commits_total counter\n");
-        let _ = writeln!(out, "hooksync_commits_total{{result=\"ok\"}} {}", self.commits.load(Relaxed));
-        let _ = writeln!(out, "hooksync_commits_total{{result=\"error\"}} {}", self.commit_failures.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "hooksync_commits_total{{result=\"ok\"}} {}",
+            self.commits.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "hooksync_commits_total{{result=\"error\"}} {}",
+            self.commit_failures.load(Relaxed)
+        );
         out
     }
 }

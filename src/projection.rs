@@ -58,8 +58,18 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub const fn new(table: &'static str, key: &'static [&'static str], cols: &'static [Col]) -> Self {
-        Self { table, key, cols, select_sql: OnceLock::new(), upsert_sql: OnceLock::new() }
+    pub const fn new(
+        table: &'static str,
+        key: &'static [&'static str],
+        cols: &'static [Col],
+    ) -> Self {
+        Self {
+            table,
+            key,
+            cols,
+            select_sql: OnceLock::new(),
+            upsert_sql: OnceLock::new(),
+        }
     }
 
     fn select_sql(&self) -> &str {
@@ -80,7 +90,14 @@ impl Mapping {
             let mut names: Vec<&str> = vec!["source"];
             names.extend(self.key.iter().copied());
             names.extend(self.cols.iter().map(|c| c.name));
-            let common = ["data", "versions", "last_event_id", "last_event_at", "deleted_at", "synced_at"];
+            let common = [
+                "data",
+                "versions",
+                "last_event_id",
+                "last_event_at",
+                "deleted_at",
+                "synced_at",
+            ];
             names.extend(common);
             let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
             let marks = vec!["?"; names.len()].join(", ");
@@ -166,8 +183,12 @@ impl QueuedEvent {
     }
 
     pub fn json(&self) -> Result<Value, ProjectError> {
-        let text = self.payload.as_deref().ok_or_else(|| ProjectError::BadEvent("event has no payload".into()))?;
-        serde_json::from_str(text).map_err(|e| ProjectError::BadEvent(format!("payload is not JSON: {e}")))
+        let text = self
+            .payload
+            .as_deref()
+            .ok_or_else(|| ProjectError::BadEvent("event has no payload".into()))?;
+        serde_json::from_str(text)
+            .map_err(|e| ProjectError::BadEvent(format!("payload is not JSON: {e}")))
     }
 
     pub fn event_type(&self) -> &str {
@@ -205,7 +226,13 @@ enum Val {
 
 impl<'c> Tx<'c> {
     pub fn new(db: &'c mut Db, event: &'c QueuedEvent, now: &'c str) -> Self {
-        Self { pos: event.position(), db, event, now, changed: false }
+        Self {
+            pos: event.position(),
+            db,
+            event,
+            now,
+            changed: false,
+        }
     }
 
     pub fn event(&self) -> &QueuedEvent {
@@ -221,9 +248,18 @@ impl<'c> Tx<'c> {
     }
 
     /// Merges `fields` into the row at `key`, field by field, as described in the module docs.
-    pub fn upsert(&mut self, m: &Mapping, key: &[&str], fields: &Map<String, Value>, tomb: Tomb<'_>) -> Result<(), ProjectError> {
+    pub fn upsert(
+        &mut self,
+        m: &Mapping,
+        key: &[&str],
+        fields: &Map<String, Value>,
+        tomb: Tomb<'_>,
+    ) -> Result<(), ProjectError> {
         if key.len() != m.key.len() || key.iter().any(|k| k.is_empty()) {
-            return Err(ProjectError::BadEvent(format!("{} row without a key", m.table)));
+            return Err(ProjectError::BadEvent(format!(
+                "{} row without a key",
+                m.table
+            )));
         }
         let mut select = Stmt::new(m.select_sql()).text(&self.event.source);
         for k in key {
@@ -242,12 +278,25 @@ impl<'c> Tx<'c> {
             None => Default::default(),
         };
         let pos = self.pos.as_str();
-        let newer = |versions: &Map<String, Value>, k: &str| versions.get(k).and_then(Value::as_str).is_none_or(|p| pos > p);
+        let newer = |versions: &Map<String, Value>, k: &str| {
+            versions
+                .get(k)
+                .and_then(Value::as_str)
+                .is_none_or(|p| pos > p)
+        };
         let mut changed = fresh;
         for (k, v) in fields {
             if newer(&versions, k) {
                 data.insert(k.clone(), v.clone());
                 versions.insert(k.clone(), Value::String(pos.to_owned()));
+                changed = true;
+            }
+        }
+        // A flag is set by the mapping itself, once, whatever the order: remember that it is.
+        for c in m.cols.iter().filter(|c| matches!(c.kind, Kind::Flag)) {
+            let k = format!("$flag:{}", c.name);
+            if !versions.contains_key(&k) {
+                versions.insert(k, Value::String(pos.to_owned()));
                 changed = true;
             }
         }
@@ -298,7 +347,12 @@ impl<'c> Tx<'c> {
     }
 
     /// Records an account-level event; notices never change once written.
-    pub fn notice(&mut self, kind: &str, company_id: Option<&str>, data: &Value) -> Result<(), ProjectError> {
+    pub fn notice(
+        &mut self,
+        kind: &str,
+        company_id: Option<&str>,
+        data: &Value,
+    ) -> Result<(), ProjectError> {
         let data_text = data.to_string();
         let e = self.event;
         let n = self.db.exec(
@@ -324,7 +378,9 @@ impl<'c> Tx<'c> {
 fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, ProjectError> {
     match serde_json::from_str(text) {
         Ok(Value::Object(m)) => Ok(m),
-        _ => Err(ProjectError::BadEvent(format!("stored {what} is not a JSON object"))),
+        _ => Err(ProjectError::BadEvent(format!(
+            "stored {what} is not a JSON object"
+        ))),
     }
 }
 
@@ -352,9 +408,19 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
             other => other.to_string(),
         })),
         Kind::Json => Val::Text(v.map(Value::to_string)),
-        Kind::Timestamp => Val::Text(v.and_then(Value::as_str).and_then(crate::timefmt::parse).map(crate::timefmt::format)),
+        Kind::Timestamp => Val::Text(
+            v.and_then(Value::as_str)
+                .and_then(crate::timefmt::parse)
+                .map(crate::timefmt::format),
+        ),
         Kind::Int => Val::Int(v.and_then(|v| match v {
-            Value::Number(n) => n.as_i64().or_else(|| n.to_string().parse::<f64>().ok().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+            Value::Number(n) => n.as_i64().or_else(|| {
+                n.to_string()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.fract() == 0.0)
+                    .map(|f| f as i64)
+            }),
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         })),
@@ -368,7 +434,10 @@ mod tests {
 
     #[test]
     fn money_keeps_its_digits() {
-        let data: Map<String, Value> = serde_json::from_str(r#"{"amount": 1250.00, "tiny": 0.1000000000000000055511151231257827}"#).unwrap();
+        let data: Map<String, Value> = serde_json::from_str(
+            r#"{"amount": 1250.00, "tiny": 0.1000000000000000055511151231257827}"#,
+        )
+        .unwrap();
         match column_value(&data, &col("amount", "amount", Kind::Money)) {
             Val::Text(Some(s)) => assert_eq!(s, "1250.00"),
             _ => panic!("amount lost"),
@@ -381,8 +450,12 @@ mod tests {
 
     #[test]
     fn dotted_paths_reach_nested_fields() {
-        let data: Map<String, Value> = serde_json::from_str(r#"{"invoice": {"invoiceNumber": "202601"}}"#).unwrap();
-        assert_eq!(get_path(&data, "invoice.invoiceNumber").and_then(Value::as_str), Some("202601"));
+        let data: Map<String, Value> =
+            serde_json::from_str(r#"{"invoice": {"invoiceNumber": "202601"}}"#).unwrap();
+        assert_eq!(
+            get_path(&data, "invoice.invoiceNumber").and_then(Value::as_str),
+            Some("202601")
+        );
         assert!(get_path(&data, "invoice.nope").is_none());
     }
 }

@@ -16,15 +16,24 @@ pub struct Projector {
     metrics: Arc<Metrics>,
 }
 
-const NEXT_QUEUED: &str = "SELECT seq, source, event_id, event_type, occurred_at, rank, payload FROM events \
+const NEXT_QUEUED: &str =
+    "SELECT seq, source, event_id, event_type, occurred_at, rank, payload FROM events \
      WHERE status = 'queued' ORDER BY occurred_at, rank, seq LIMIT ?";
 
 const MARK: &str = "UPDATE events SET status = ?, attempts = attempts + 1, last_error = ?, applied_at = ? WHERE seq = ?";
 
 impl Projector {
     /// `providers` maps each endpoint name (the `source` of its events) to its provider.
-    pub fn new(providers: HashMap<String, &'static dyn Provider>, batch: usize, metrics: Arc<Metrics>) -> Self {
-        Self { providers, batch: i64::try_from(batch).unwrap_or(i64::MAX), metrics }
+    pub fn new(
+        providers: HashMap<String, &'static dyn Provider>,
+        batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            providers,
+            batch: i64::try_from(batch).unwrap_or(i64::MAX),
+            metrics,
+        }
     }
 
     /// Applies the next chunk of queued events in one transaction; returns how many it took.
@@ -60,9 +69,17 @@ impl Projector {
 
     /// Applies one event inside a savepoint, so an event that fails half-way leaves nothing
     /// behind. The outer `Err` is a database failure; the inner one says why the event is bad.
-    fn apply(&self, db: &mut Db, ev: &QueuedEvent, now: &str) -> Result<Result<Outcome, String>, StoreError> {
+    fn apply(
+        &self,
+        db: &mut Db,
+        ev: &QueuedEvent,
+        now: &str,
+    ) -> Result<Result<Outcome, String>, StoreError> {
         let Some(provider) = self.providers.get(&ev.source) else {
-            return Ok(Err(format!("no endpoint named {:?} is configured", ev.source)));
+            return Ok(Err(format!(
+                "no endpoint named {:?} is configured",
+                ev.source
+            )));
         };
         db.batch("SAVEPOINT event")?;
         let result = provider.project(ev, &mut Tx::new(db, ev, now));

@@ -96,18 +96,24 @@ impl Reject {
     }
 
     fn response(&self) -> Response<Body> {
-        let mut r = json_response(self.status(), &format!("{{\"error\":\"{}\"}}", self.message()));
+        let mut r = json_response(
+            self.status(),
+            &format!("{{\"error\":\"{}\"}}", self.message()),
+        );
         match self {
             Reject::Method => {
-                r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+                r.headers_mut()
+                    .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
             }
             // The rest of an oversized or stalled body is not read: the connection cannot be
             // reused.
             Reject::TooLarge | Reject::BodyTimeout | Reject::BadBody => {
-                r.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                r.headers_mut()
+                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             Reject::Inbox(_) => {
-                r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
             }
             _ => {}
         }
@@ -118,14 +124,30 @@ impl Reject {
 fn json_response(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(full(body.to_owned()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 impl Webhooks {
-    pub fn new(endpoints: Vec<Endpoint>, inbox: Inbox, limits: Limits, metrics: Arc<Metrics>) -> Self {
-        let endpoints = endpoints.into_iter().map(|e| (e.path.clone(), Arc::new(e))).collect();
-        Self { endpoints, inbox, limits, metrics }
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        inbox: Inbox,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| (e.path.clone(), Arc::new(e)))
+            .collect();
+        Self {
+            endpoints,
+            inbox,
+            limits,
+            metrics,
+        }
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -156,7 +178,10 @@ impl Webhooks {
     }
 
     async fn accept(&self, req: Request<Incoming>) -> Result<Stored, Reject> {
-        let endpoint = self.endpoints.get(req.uri().path()).ok_or(Reject::NotFound)?;
+        let endpoint = self
+            .endpoints
+            .get(req.uri().path())
+            .ok_or(Reject::NotFound)?;
         if req.method() != Method::POST {
             return Err(Reject::Method);
         }
@@ -170,12 +195,17 @@ impl Webhooks {
             return Err(Reject::TooLarge);
         }
         let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(self.limits.body_timeout, Limited::new(body, max).collect()).await {
-            Err(_) => return Err(Reject::BodyTimeout),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(Reject::TooLarge),
-            Ok(Err(_)) => return Err(Reject::BadBody),
-            Ok(Ok(c)) => c.to_bytes(),
-        };
+        let body =
+            match tokio::time::timeout(self.limits.body_timeout, Limited::new(body, max).collect())
+                .await
+            {
+                Err(_) => return Err(Reject::BodyTimeout),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(Reject::TooLarge)
+                }
+                Ok(Err(_)) => return Err(Reject::BadBody),
+                Ok(Ok(c)) => c.to_bytes(),
+            };
         let received_at = crate::timefmt::now();
         let verified = endpoint.verify(&parts.headers, &body).map_err(|e| {
             tracing::debug!(endpoint = %endpoint.name, reason = %e, "signature refused");
@@ -191,10 +221,17 @@ impl Webhooks {
 
 /// Serves webhooks on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (up to the grace period) and returns.
-pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, app: Arc<Webhooks>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<Webhooks>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = app.limits.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(64 * 1024);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
     let http = Arc::new(http);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -229,18 +266,28 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, app: Arc<Web
                 async move { Ok::<_, Infallible>(app.handle(req).await) }
             });
             let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => watcher.watch(http.serve_connection(TokioIo::new(s), service)).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(s), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                }
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -249,7 +296,10 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, app: Arc<Web
     }
     drop(listener);
     tracing::info!("stopped accepting; finishing in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing remaining connections");
     }
 }

@@ -70,7 +70,11 @@ static FOLLOWUPS: Mapping = Mapping::new(
         col("call_provider", "provider", Kind::Text),
         col("audio_url", "audio_url", Kind::Text),
         col("pdf_url", "pdf_url", Kind::Text),
-        col("media_urls_expire_at", "media_urls_expire_at", Kind::Timestamp),
+        col(
+            "media_urls_expire_at",
+            "media_urls_expire_at",
+            Kind::Timestamp,
+        ),
     ],
 );
 
@@ -139,8 +143,14 @@ impl Provider for GetBill {
         "getbill"
     }
 
-    fn verify(&self, secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError> {
-        let given = decode_hex_mac(header(headers, SIGNATURE_HEADER)?).ok_or(AuthError::Malformed)?;
+    fn verify(
+        &self,
+        secrets: &[Secret],
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), AuthError> {
+        let given =
+            decode_hex_mac(header(headers, SIGNATURE_HEADER)?).ok_or(AuthError::Malformed)?;
         let mut ok = false;
         for s in secrets {
             // Every secret is tried, so the time taken does not say which one matched.
@@ -155,12 +165,20 @@ impl Provider for GetBill {
 
     fn envelope(&self, body: &[u8]) -> Result<Envelope, String> {
         let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
-        let raw: RawEnvelope = serde_json::from_str(text).map_err(|e| format!("not a GetBill envelope: {e}"))?;
-        let event_id = raw.id.as_ref().and_then(id_text).ok_or("envelope has no id")?;
+        let raw: RawEnvelope =
+            serde_json::from_str(text).map_err(|e| format!("not a GetBill envelope: {e}"))?;
+        let event_id = raw
+            .id
+            .as_ref()
+            .and_then(id_text)
+            .ok_or("envelope has no id")?;
         if event_id.len() > 255 {
             return Err("event id longer than 255 bytes".into());
         }
-        let event_type = raw.event_type.filter(|t| !t.is_empty()).ok_or("envelope has no type")?;
+        let event_type = raw
+            .event_type
+            .filter(|t| !t.is_empty())
+            .ok_or("envelope has no type")?;
         let occurred_at = raw.created_at.as_deref().and_then(crate::timefmt::parse);
         let tenant = [raw.metadata, raw.data]
             .into_iter()
@@ -200,7 +218,11 @@ impl Provider for GetBill {
             }
             "followup" => {
                 let id = key(&data, "id")?;
-                let tomb = if action == "created" { Tomb::Clear } else { Tomb::Keep };
+                let tomb = if action == "created" {
+                    Tomb::Clear
+                } else {
+                    Tomb::Keep
+                };
                 tx.upsert(&FOLLOWUPS, &[&id], &data, tomb)?;
             }
             "payment" => {
@@ -214,10 +236,16 @@ impl Provider for GetBill {
                     "completed" => ("completed", Tomb::Keep),
                     _ => ("canceled", Tomb::Keep),
                 };
-                for item in data.get("installments").and_then(Value::as_array).into_iter().flatten() {
+                for item in data
+                    .get("installments")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Value::Object(inst) = item {
                         let mut inst = inst.clone();
-                        inst.entry("debt_id").or_insert_with(|| Value::String(debt_id.clone()));
+                        inst.entry("debt_id")
+                            .or_insert_with(|| Value::String(debt_id.clone()));
                         tx.upsert(&INSTALLMENTS, &[&key(&inst, "id")?], &inst, Tomb::Keep)?;
                     }
                 }
@@ -226,10 +254,12 @@ impl Provider for GetBill {
                 tx.upsert(&PLANS, &[&debt_id], &fields, tomb)?;
             }
             _ => {
-                let company = data
-                    .get("company_id")
-                    .and_then(id_text)
-                    .or_else(|| payload.get("metadata").and_then(|m| m.get("company_id")).and_then(id_text));
+                let company = data.get("company_id").and_then(id_text).or_else(|| {
+                    payload
+                        .get("metadata")
+                        .and_then(|m| m.get("company_id"))
+                        .and_then(id_text)
+                });
                 tx.notice(ty, company.as_deref(), &Value::Object(data))?;
             }
         }
@@ -257,7 +287,12 @@ mod tests {
 
     fn signed(secret: &str, body: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(SIGNATURE_HEADER, hex::encode(hmac_sha256(secret.as_bytes(), &[body])).parse().unwrap());
+        h.insert(
+            SIGNATURE_HEADER,
+            hex::encode(hmac_sha256(secret.as_bytes(), &[body]))
+                .parse()
+                .unwrap(),
+        );
         h
     }
 
@@ -270,8 +305,15 @@ mod tests {
         // `echo -n "$PAYLOAD" | openssl dgst -sha256 -hmac "$SECRET_KEY" -hex` from the seed.
         let body = br#"{"id":"evt_test123","type":"debt.created","data":{}}"#;
         let mut h = HeaderMap::new();
-        h.insert(SIGNATURE_HEADER, "699c1d23c5a4ea526bd97e7eecfd66f1a5d2fd83ab1cb65ebad1aa5dd9a971af".parse().unwrap());
-        assert!(GetBill.verify(&secrets(&["your_webhook_secret_here"]), &h, body).is_ok());
+        h.insert(
+            SIGNATURE_HEADER,
+            "699c1d23c5a4ea526bd97e7eecfd66f1a5d2fd83ab1cb65ebad1aa5dd9a971af"
+                .parse()
+                .unwrap(),
+        );
+        assert!(GetBill
+            .verify(&secrets(&["your_webhook_secret_here"]), &h, body)
+            .is_ok());
     }
 
     #[test]
@@ -280,7 +322,10 @@ mod tests {
         let keys = secrets(&["old", "new"]);
         assert!(GetBill.verify(&keys, &signed("new", body), body).is_ok());
         assert!(GetBill.verify(&keys, &signed("old", body), body).is_ok());
-        assert_eq!(GetBill.verify(&keys, &signed("other", body), body), Err(AuthError::Mismatch));
+        assert_eq!(
+            GetBill.verify(&keys, &signed("other", body), body),
+            Err(AuthError::Mismatch)
+        );
         let good = hex::encode(hmac_sha256(b"new", &[body]));
         let upper = good.to_uppercase();
         let cases: &[(&str, Result<(), AuthError>)] = &[
@@ -295,9 +340,15 @@ mod tests {
             h.insert(SIGNATURE_HEADER, sig.parse().unwrap());
             assert_eq!(GetBill.verify(&keys, &h, body), *want, "signature {sig:?}");
         }
-        assert_eq!(GetBill.verify(&keys, &HeaderMap::new(), body), Err(AuthError::Missing));
+        assert_eq!(
+            GetBill.verify(&keys, &HeaderMap::new(), body),
+            Err(AuthError::Missing)
+        );
         let tampered = br#"{"id":"evt_1","type":"debt.created","data":{"id":"d2"}}"#;
-        assert_eq!(GetBill.verify(&keys, &signed("new", body), tampered), Err(AuthError::Mismatch));
+        assert_eq!(
+            GetBill.verify(&keys, &signed("new", body), tampered),
+            Err(AuthError::Mismatch)
+        );
     }
 
     #[test]
@@ -307,10 +358,18 @@ mod tests {
         assert_eq!(env.event_id, "evt_x");
         assert_eq!(env.tenant.as_deref(), Some("123"));
         assert!(env.handled);
-        assert_eq!(crate::timefmt::format(env.occurred_at.unwrap()), "2024-01-22T08:30:00.000000Z");
+        assert_eq!(
+            crate::timefmt::format(env.occurred_at.unwrap()),
+            "2024-01-22T08:30:00.000000Z"
+        );
         assert!(GetBill.envelope(br#"{"type":"debt.created"}"#).is_err());
         assert!(GetBill.envelope(br#"{"id":"e"}"#).is_err());
         assert!(GetBill.envelope(b"not json").is_err());
-        assert!(!GetBill.envelope(br#"{"id":"e","type":"debt.exploded"}"#).unwrap().handled);
+        assert!(
+            !GetBill
+                .envelope(br#"{"id":"e","type":"debt.exploded"}"#)
+                .unwrap()
+                .handled
+        );
     }
 }

@@ -62,7 +62,8 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Checks the credentials over the raw bytes, before anything parses them.
-    fn verify(&self, secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError>;
+    fn verify(&self, secrets: &[Secret], headers: &HeaderMap, body: &[u8])
+        -> Result<(), AuthError>;
 
     /// Reads the envelope of an authentic body; `Err` says why it is not a usable event.
     fn envelope(&self, body: &[u8]) -> Result<Envelope, String>;
@@ -73,7 +74,11 @@ pub trait Provider: Send + Sync + 'static {
 
 /// Tie-break for events with the same timestamp: the lifecycle position of the event type.
 pub fn lifecycle_rank(event_type: &str) -> i64 {
-    let last = event_type.rsplit(['.', '_']).next().unwrap_or_default().to_ascii_lowercase();
+    let last = event_type
+        .rsplit(['.', '_'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match last.as_str() {
         "created" => 0,
         "completed" | "failed" | "paid" | "received" | "canceled" | "cancelled" => 2,
@@ -211,7 +216,8 @@ pub struct NewEvent {
 
 impl Endpoint {
     pub fn from_config(cfg: &EndpointConfig) -> Result<Endpoint, String> {
-        let provider = lookup(&cfg.provider).ok_or_else(|| format!("unknown provider {:?}", cfg.provider))?;
+        let provider =
+            lookup(&cfg.provider).ok_or_else(|| format!("unknown provider {:?}", cfg.provider))?;
         let secrets = cfg
             .secrets
             .iter()
@@ -227,19 +233,30 @@ impl Endpoint {
         })
     }
 
-    pub fn verify<'a>(&'a self, headers: &HeaderMap, body: &'a [u8]) -> Result<Verified<'a>, AuthError> {
+    pub fn verify<'a>(
+        &'a self,
+        headers: &HeaderMap,
+        body: &'a [u8],
+    ) -> Result<Verified<'a>, AuthError> {
         if self.provider.needs_secrets() && self.secrets.is_empty() {
             return Err(AuthError::Mismatch);
         }
         self.provider.verify(&self.secrets, headers, body)?;
-        Ok(Verified { endpoint: self, body })
+        Ok(Verified {
+            endpoint: self,
+            body,
+        })
     }
 }
 
 impl Verified<'_> {
     /// Reads the envelope and decides how the event is stored. Authentic bytes are never
     /// dropped: what cannot be read is kept as `invalid`, under an id derived from its hash.
-    pub fn into_event(self, received_at: OffsetDateTime, max_json_depth: usize) -> Result<NewEvent, Refusal> {
+    pub fn into_event(
+        self,
+        received_at: OffsetDateTime,
+        max_json_depth: usize,
+    ) -> Result<NewEvent, Refusal> {
         let ep = self.endpoint;
         let received = crate::timefmt::format(received_at);
         let envelope = if json_depth_ok(self.body, max_json_depth) {
@@ -254,12 +271,19 @@ impl Verified<'_> {
                         return Err(Refusal::Tenant);
                     }
                 }
-                let occurred = env.occurred_at.map(crate::timefmt::format).unwrap_or_else(|| received.clone());
+                let occurred = env
+                    .occurred_at
+                    .map(crate::timefmt::format)
+                    .unwrap_or_else(|| received.clone());
                 Ok(NewEvent {
                     source: ep.name.clone(),
                     provider: ep.provider.kind(),
                     rank: lifecycle_rank(&env.event_type),
-                    status: if env.handled { EventStatus::Queued } else { EventStatus::Unhandled },
+                    status: if env.handled {
+                        EventStatus::Queued
+                    } else {
+                        EventStatus::Unhandled
+                    },
                     event_id: env.event_id,
                     event_type: Some(env.event_type),
                     occurred_at: occurred,

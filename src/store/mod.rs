@@ -60,7 +60,9 @@ impl DbUrl {
         } else if let Some(rest) = url.strip_prefix("sqlite:") {
             rest
         } else if url.contains("://") {
-            return Err(format!("unknown scheme in {url:?}: use sqlite://PATH or postgres://..."));
+            return Err(format!(
+                "unknown scheme in {url:?}: use sqlite://PATH or postgres://..."
+            ));
         } else {
             url
         };
@@ -97,11 +99,13 @@ impl Db {
         match &opts.url {
             DbUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Connect(format!("cannot create {}: {e}", dir.display()))
+                    })?;
                 }
                 let url = path.to_string_lossy();
-                let mut c = SqliteConnection::establish(&url).map_err(|e| StoreError::Connect(e.to_string()))?;
+                let mut c = SqliteConnection::establish(&url)
+                    .map_err(|e| StoreError::Connect(e.to_string()))?;
                 c.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
@@ -198,9 +202,18 @@ mod tests {
 
     #[test]
     fn urls_pick_the_backend() {
-        assert_eq!(DbUrl::parse("sqlite://hooksync.db").unwrap(), DbUrl::Sqlite("hooksync.db".into()));
-        assert_eq!(DbUrl::parse("sqlite:///var/lib/h.db").unwrap(), DbUrl::Sqlite("/var/lib/h.db".into()));
-        assert_eq!(DbUrl::parse("data/h.db").unwrap(), DbUrl::Sqlite("data/h.db".into()));
+        assert_eq!(
+            DbUrl::parse("sqlite://hooksync.db").unwrap(),
+            DbUrl::Sqlite("hooksync.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("sqlite:///var/lib/h.db").unwrap(),
+            DbUrl::Sqlite("/var/lib/h.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("data/h.db").unwrap(),
+            DbUrl::Sqlite("data/h.db".into())
+        );
         assert!(DbUrl::parse("sqlite://:memory:").is_err());
         assert!(DbUrl::parse("mysql://x").is_err());
         assert!(DbUrl::parse("").is_err());
@@ -209,7 +222,10 @@ mod tests {
     #[test]
     fn statements_check_their_bind_count() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = DbOptions { url: DbUrl::Sqlite(dir.path().join("t.db")), busy_timeout_ms: 100 };
+        let opts = DbOptions {
+            url: DbUrl::Sqlite(dir.path().join("t.db")),
+            busy_timeout_ms: 100,
+        };
         let mut db = open_and_migrate(&opts).unwrap();
         assert!(db.exec(Stmt::new("SELECT ?")).is_err());
         assert!(db.exec(Stmt::new("SELECT 1").int(1)).is_err());

@@ -26,7 +26,10 @@ pub struct Stmt<'a> {
 
 impl<'a> Stmt<'a> {
     pub fn new(sql: &'a str) -> Self {
-        Self { sql, binds: Vec::new() }
+        Self {
+            sql,
+            binds: Vec::new(),
+        }
     }
 
     pub fn text(mut self, v: &'a str) -> Self {
@@ -96,5 +99,7 @@ macro_rules! walk_ast_for {
 walk_ast_for!(Sqlite);
 
 fn mismatch(sql: &str) -> diesel::result::Error {
-    diesel::result::Error::QueryBuilderError(format!("bind count does not match markers in: {sql}").into())
+    diesel::result::Error::QueryBuilderError(
+        format!("bind count does not match markers in: {sql}").into(),
+    )
 }
