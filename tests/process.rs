@@ -1,0 +1,310 @@
+//! The real binary: graceful stop on SIGTERM/SIGINT, `kill -9` under load loses no
+//! acknowledged event, the CLI subcommands, and the systemd unit.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{sign, Daemon, Reader, Setup, PATH, SECRET};
+
+fn event(n: u64, worker: u64) -> (String, Vec<u8>) {
+    let id = format!("evt_{worker:08x}{n:024x}");
+    let debt = format!("d{worker}_{}", n / 2);
+    // Each debt is created, then updated: two effects per debt to check for duplicates.
+    let (ty, at) = if n % 2 == 0 {
+        ("debt.created", "2024-01-01T00:00:00Z")
+    } else {
+        ("debt.updated", "2024-01-01T00:01:00Z")
+    };
+    let body = format!(
+        r#"{{"id":"{id}","type":"{ty}","created_at":"{at}","data":{{"id":"{debt}","amount":10.50,"status":"status.default.pending","seq":{n}}},"metadata":{{"company_id":"c1"}}}}"#
+    );
+    (id, body.into_bytes())
+}
+
+/// Sends events as fast as it can from `workers` connections until `stop`; returns the ids
+/// answered 2xx.
+fn load(
+    d: &Daemon,
+    workers: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|w| {
+            let client = d.client.clone();
+            let url = format!("{}{PATH}", d.url);
+            let (stop, acked) = (stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (id, body) = event(n, w);
+                    n += 1;
+                    let sig = sign(SECRET, &body);
+                    match client
+                        .post(&url)
+                        .header("X-GetBill-Signature", sig)
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &Setup::default());
+    let mut d = Daemon::spawn(&config, &cert, port, admin).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let workers = load(&d, 8, stop.clone(), acked.clone());
+    common::wait_until("500 acknowledged events", Duration::from_secs(60), || {
+        acked.lock().unwrap().len() >= 500
+    })
+    .await;
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+
+    let d2 = Daemon::spawn(&config, &cert, port, admin).await;
+    let mut db = Reader::open(&dir.path().join("hooksync.db"));
+    assert_eq!(
+        db.json("SELECT json_group_array(integrity_check) AS j FROM pragma_integrity_check")[0],
+        "ok"
+    );
+    let stored = db.event_ids();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
+
+    common::wait_until(
+        "projection to finish after restart",
+        Duration::from_secs(60),
+        || db.queued() == 0,
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
+        0
+    );
+    // No duplicate effects: one debt per created id, and each debt shows its newest event.
+    let created: HashSet<String> = db
+        .json("SELECT json_group_array(json_extract(payload, '$.data.id')) AS j FROM events WHERE event_type = 'debt.created'")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let debts = db.count("SELECT COUNT(*) AS n FROM debts");
+    let touched =
+        db.count("SELECT COUNT(DISTINCT json_extract(payload, '$.data.id')) AS n FROM events");
+    assert_eq!(debts, touched);
+    assert!(created.len() as i64 <= debts);
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) AS n FROM debts d WHERE last_event_id <> (SELECT e.event_id FROM events e \
+             WHERE json_extract(e.payload, '$.data.id') = d.id ORDER BY e.occurred_at DESC, e.rank DESC, e.seq DESC LIMIT 1)"
+        ),
+        0,
+        "every debt reflects its newest event"
+    );
+    drop(d2);
+}
+
+async fn graceful_stop(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &Setup::default());
+    let mut d = Daemon::spawn(&config, &cert, port, admin).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let workers = load(&d, 4, stop.clone(), acked.clone());
+    common::wait_until("100 acknowledged events", Duration::from_secs(60), || {
+        acked.lock().unwrap().len() >= 100
+    })
+    .await;
+    d.signal(signal);
+    let code = d.wait_exit(Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(code, Some(0), "exit status after SIG{signal}");
+    let acked = acked.lock().unwrap().clone();
+    let stored = Reader::open(&dir.path().join("hooksync.db")).event_ids();
+    assert!(
+        acked.iter().all(|id| stored.contains(id)),
+        "an acknowledged event is missing after SIG{signal}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully() {
+    graceful_stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_gracefully() {
+    graceful_stop("INT").await;
+}
+
+fn hooksync(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooksync"));
+    cmd.args(args).env_remove("GETBILL_WEBHOOK_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run hooksync");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_every_bad_key() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
+    let (code, out) = hooksync(
+        &["--config", example, "check-config"],
+        &[("GETBILL_WEBHOOK_SECRET", "s3cret")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(!out.contains("s3cret"));
+
+    let (code, out) = hooksync(&["--config", example, "check-config"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains(
+            "endpoints[0].secrets[0]: environment variable GETBILL_WEBHOOK_SECRET is not set"
+        ),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:1\"\nmax_conections = 3\n[databse]\nurl = \"x\"\n[[endpoints]]\nname = \"g\"\npath = \"/g\"\nprovider = \"getbil\"\nsecrets = [\"k\"]\n").unwrap();
+    let (code, out) = hooksync(&["--config", bad.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(code, 2);
+    for key in ["server.max_conections", "databse", "endpoints[0].provider"] {
+        assert!(out.contains(key), "{key} not named in:\n{out}");
+    }
+
+    // Environment variables override the file.
+    let (code, out) = hooksync(
+        &["--config", example, "check-config"],
+        &[
+            ("GETBILL_WEBHOOK_SECRET", "x"),
+            ("HOOKSYNC_DATABASE__URL", "mysql://nope"),
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(out.contains("database.url"), "{out}");
+}
+
+#[test]
+fn migrate_creates_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let url = format!("sqlite://{}", db.display());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
+    let env = [
+        ("GETBILL_WEBHOOK_SECRET", "x"),
+        ("HOOKSYNC_DATABASE__URL", url.as_str()),
+    ];
+    let (code, out) = hooksync(&["--config", example, "migrate"], &env);
+    assert_eq!(code, 0, "{out}");
+    let mut r = Reader::open(&db);
+    for t in [
+        "events",
+        "debts",
+        "followups",
+        "payments",
+        "payment_plans",
+        "notices",
+    ] {
+        assert_eq!(
+            r.count(&format!(
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE name = '{t}'"
+            )),
+            1,
+            "{t}"
+        );
+    }
+    let (code, out) = hooksync(&["--config", example, "migrate"], &env);
+    assert_eq!(code, 0);
+    assert!(out.contains("0 migration(s) applied"), "{out}");
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "systemd-analyze is required under CI"
+        );
+        eprintln!("SKIPPED systemd_unit_verifies: systemd-analyze is not installed");
+        return;
+    }
+    // Verify the unit as shipped, with its ExecStart pointing at the binary just built.
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/hooksync.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains("ProtectSystem=strict")
+            && unit.contains("NoNewPrivileges=yes")
+            && unit.contains("DynamicUser=yes")
+    );
+    assert!(unit.contains("StateDirectory=hooksync") && unit.contains("Restart=on-failure"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hooksync.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/hooksync", env!("CARGO_BIN_EXE_hooksync")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("hooksync.service"),
+        "systemd-analyze complained: {stderr}"
+    );
+}
