@@ -1,1 +1,357 @@
-fn main() {}
+//! `cargo bench --bench ingest`: hooksync's durable ingest against a bare hyper server, with
+//! the same load, in one run.
+//!
+//! Both servers are child processes (this binary re-run with `--bare-server`, and the real
+//! `hooksync` binary); the load generator is this process on a single-threaded runtime, so on
+//! a 2-core machine the servers get about one core and a half. Load: unique signed GetBill
+//! events (the documentation's debt.created, ~700 bytes) over N keep-alive HTTP/1.1
+//! connections, plain HTTP for both so that the ratio measures what hooksync adds (signature,
+//! envelope, durable group commit), not TLS.
+//!
+//! Then the projector: hooksync restarted with the projector on over the events just stored;
+//! the time until none is queued gives events applied per second.
+//!
+//! Environment: BENCH_SECS (default 5), BENCH_CONNECTIONS (default 32). `--drive PORT` sends
+//! only the load, to a server started by hand (for profiling it).
+
+use std::convert::Infallible;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+const SECRET: &str = "bench-secret";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-server") {
+        let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
+        bare_server(port);
+        return;
+    }
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let conns: usize = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let dur = Duration::from_secs(secs);
+    // `--drive PORT`: only the load, against a server started by hand (for profiling).
+    if let Some(i) = args.iter().position(|a| a == "--drive") {
+        let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
+        let r = drive(port, conns, dur, std::process::id() as u64);
+        row("server on the given port", &r, 0);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!(
+        "hooksync ingest benchmark: {} cores, load generator in this process (1 thread), {conns} keep-alive connections, {secs} s per run, plain HTTP/1.1",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+
+    // (a) bare hyper
+    let port = free_port();
+    let me = std::env::current_exe().expect("current exe");
+    let bare = Command::new(me)
+        .arg("--bare-server")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("bare");
+    wait_port(port);
+    let bare_res = drive(port, conns, dur, 0);
+    let bare_rss = peak_rss(&bare);
+    stop(bare);
+
+    // (b) hooksync, SQLite, durable, projector off: pure ingest
+    let db = dir.path().join("bench.db");
+    let (hs, port) = spawn_hooksync(dir.path(), &db, false);
+    let hs_res = drive(port, conns, dur, 1);
+    let hs_rss_ingest = peak_rss(&hs);
+    stop(hs);
+
+    // (c) projector: restart with the projector on and time the drain of the backlog.
+    let start = Instant::now();
+    let (hs, _) = spawn_hooksync(dir.path(), &db, true);
+    let queued = hs_res.ok;
+    wait_drained(&db, Duration::from_secs(600));
+    let proj_secs = start.elapsed().as_secs_f64();
+    let proj_rss = peak_rss(&hs);
+    stop(hs);
+
+    // (d) hooksync with the projector running during the load: what a sender sees in practice.
+    let db2 = dir.path().join("bench-mixed.db");
+    let (hs, port) = spawn_hooksync(dir.path(), &db2, true);
+    let mixed = drive(port, conns, dur, 2);
+    let mixed_rss = peak_rss(&hs);
+    stop(hs);
+
+    println!();
+    println!(
+        "{:<44} {:>10} {:>9} {:>9} {:>9} {:>10}",
+        "target", "req/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
+    );
+    row("(a) bare hyper (read body, 200)", &bare_res, bare_rss);
+    row(
+        "(b) hooksync sqlite durable, ingest only",
+        &hs_res,
+        hs_rss_ingest,
+    );
+    row(
+        "(d) hooksync sqlite durable, projector on",
+        &mixed,
+        mixed_rss,
+    );
+    println!();
+    let ratio = hs_res.rps() / bare_res.rps();
+    println!("durable ingest / bare:     {ratio:.2}   (target >= 0.40)");
+    println!(
+        "ack p99 (b):               {:.2} ms (target < 10 ms)",
+        hs_res.pct(0.99)
+    );
+    println!(
+        "projector:                 {queued} events in {proj_secs:.2} s = {:.0} events/s (target >= 10000; includes process start)",
+        queued as f64 / proj_secs
+    );
+    let peak = hs_rss_ingest.max(proj_rss).max(mixed_rss);
+    println!(
+        "hooksync peak RSS:         {:.1} MiB (target < 64 MiB)",
+        peak as f64 / 1024.0
+    );
+    println!(
+        "errors: bare {}, hooksync {}, mixed {}",
+        bare_res.errors, hs_res.errors, mixed.errors
+    );
+}
+
+struct RunResult {
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+impl RunResult {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+}
+
+fn row(name: &str, r: &RunResult, rss_kib: u64) {
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7.1} MiB",
+        name,
+        r.rps(),
+        r.pct(0.50),
+        r.pct(0.99),
+        r.pct(1.0),
+        rss_kib as f64 / 1024.0
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server on {port} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_hooksync(dir: &std::path::Path, db: &std::path::Path, projector: bool) -> (Child, u16) {
+    let port = free_port();
+    let cfg = dir.join(format!("bench-{port}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n[database]\nurl = \"sqlite://{}\"\n\
+             [projector]\nenabled = {projector}\n[log]\nlevel = \"error\"\n\
+             [[endpoints]]\nname = \"getbill\"\npath = \"/webhooks/getbill\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\"]\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn hooksync");
+    wait_port(port);
+    (child, port)
+}
+
+fn wait_drained(db: &std::path::Path, limit: Duration) {
+    use hooksync::store::{Db, DbOptions, DbUrl};
+    let mut c = Db::connect(&DbOptions {
+        url: DbUrl::Sqlite(db.to_path_buf()),
+        busy_timeout_ms: 5000,
+    })
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let n = c
+            .count("SELECT COUNT(*) AS n FROM events WHERE status = 'queued'")
+            .unwrap_or(i64::MAX);
+        if n == 0 {
+            return;
+        }
+        assert!(start.elapsed() < limit, "projector did not drain");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Peak resident set size (VmHWM) of a live child, in KiB.
+fn peak_rss(child: &Child) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+fn body(run: u64, conn: usize, n: u64) -> (String, Vec<u8>) {
+    let id = format!("evt_{run:04x}{conn:04x}{n:024x}");
+    let body = format!(
+        r#"{{"id":"{id}","type":"debt.created","created_at":"2024-01-22T10:30:00+00:00","data":{{"id":"d{conn}_{n}","firstname":"John","lastname":"Doe","phone":"+33612345678","email":"john.doe@example.com","amount":1250.00,"currency":"EUR","status":"status.default.in_progress","internal_id":"INV-2024-001","due_date":"2024-02-22","invoice_date":"2024-01-22","created_at":"2024-01-22T10:30:00+00:00","company_id":"c5a8f3e1b9d2","metadata":{{"crm_id":"CRM-123","source":"website"}}}},"metadata":{{"source":"getbill","version":"1.0","company_id":"c5a8f3e1b9d2","debt_id":"d{conn}_{n}"}}}}"#
+    );
+    let sig = hex::encode(hooksync::providers::hmac_sha256(
+        SECRET.as_bytes(),
+        &[body.as_bytes()],
+    ));
+    (sig, body.into_bytes())
+}
+
+fn drive(port: u16, conns: usize, dur: Duration, run: u64) -> RunResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let errors = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + dur;
+        let mut tasks = Vec::new();
+        for c in 0..conns {
+            let errors = errors.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).ok();
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+                tokio::spawn(conn);
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let (sig, b) = body(run, c, n);
+                    n += 1;
+                    let req = hyper::Request::post("/webhooks/getbill")
+                        .header("host", "127.0.0.1")
+                        .header("content-type", "application/json")
+                        .header("x-getbill-signature", sig)
+                        .body(Full::new(Bytes::from(b)))
+                        .unwrap();
+                    let t = Instant::now();
+                    match send.send_request(req).await {
+                        Ok(resp) => {
+                            let ok = resp.status().is_success();
+                            let _ = resp.into_body().collect().await;
+                            if ok {
+                                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            } else {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+                lat
+            }));
+        }
+        let start = Instant::now();
+        let mut lat_us = Vec::new();
+        for t in tasks {
+            lat_us.extend(t.await.unwrap());
+        }
+        let secs = start.elapsed().as_secs_f64();
+        lat_us.sort_unstable();
+        RunResult {
+            ok: lat_us.len() as u64,
+            errors: errors.load(Ordering::Relaxed),
+            secs,
+            lat_us,
+        }
+    })
+}
+
+fn bare_server(port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            stream.set_nodelay(true).ok();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"{\"status\":\"stored\"}",
+                        ))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}

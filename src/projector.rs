@@ -96,3 +96,37 @@ impl Projector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+    use diesel::QueryableByName;
+
+    use crate::store::{open_and_migrate, DbOptions, DbUrl, Stmt};
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// The next chunk must come from the ordered partial index, not from a sort of every
+    /// queued event: with a backlog the latter makes each chunk cost the whole queue.
+    #[test]
+    fn next_chunk_reads_the_queue_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = open_and_migrate(&DbOptions {
+            url: DbUrl::Sqlite(dir.path().join("p.db")),
+            busy_timeout_ms: 100,
+        })
+        .unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::NEXT_QUEUED);
+        let plan: Vec<Plan> = db.load(Stmt::new(&sql).int(128)).unwrap();
+        let text: Vec<&str> = plan.iter().map(|p| p.detail.as_str()).collect();
+        assert!(
+            text.iter().any(|d| d.contains("USING INDEX events_queued")),
+            "{text:?}"
+        );
+        assert!(!text.iter().any(|d| d.contains("TEMP B-TREE")), "{text:?}");
+    }
+}

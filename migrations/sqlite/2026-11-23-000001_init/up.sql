@@ -19,7 +19,6 @@ CREATE TABLE events (
 );
 -- The projector's work list, in the order events happened.
 CREATE INDEX events_queued ON events (occurred_at, rank, seq) WHERE status = 'queued';
-CREATE INDEX events_status ON events (status);
 
 -- Common to every domain table: (source, key), the merged provider object in `data`, the
 -- per-field positions that make the projection order-independent in `versions`, and the
