@@ -66,6 +66,7 @@ pub async fn run(
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || store::open_and_migrate(&opts)).await??
     };
+    let checkpointer = store::Checkpointer::start(&opts, Duration::from_millis(200))?;
     let metrics = Arc::new(Metrics::default());
     let projector = cfg.projector.enabled.then(|| {
         let providers: HashMap<String, &'static dyn Provider> = endpoints
@@ -136,6 +137,9 @@ pub async fn run(
     tokio::task::spawn_blocking(move || store_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("store thread panicked"))?;
+    if let Some(c) = checkpointer {
+        tokio::task::spawn_blocking(move || c.stop()).await?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

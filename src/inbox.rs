@@ -36,8 +36,10 @@ pub enum InboxError {
     Closed,
 }
 
+type Reply = oneshot::Sender<Result<Stored, InboxError>>;
+
 enum Command {
-    Ingest(NewEvent, oneshot::Sender<Result<Stored, InboxError>>),
+    Ingest(Box<NewEvent>, Reply),
     Ping(oneshot::Sender<Result<(), InboxError>>),
 }
 
@@ -73,6 +75,7 @@ impl Inbox {
             batch_max: cfg.batch_max,
             poll: cfg.poll_interval,
             metrics,
+            commits: 0,
         };
         let handle = std::thread::Builder::new()
             .name("hooksync-store".into())
@@ -89,7 +92,7 @@ impl Inbox {
     /// Stores one event; returns once it is durable (or known already).
     pub async fn submit(&self, event: NewEvent) -> Result<Stored, InboxError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Ingest(event, tx))?;
+        self.send(Command::Ingest(Box::new(event), tx))?;
         self.wait(rx).await?
     }
 
@@ -124,7 +127,11 @@ struct StoreThread {
     batch_max: usize,
     poll: Duration,
     metrics: Arc<Metrics>,
+    commits: u64,
 }
+
+/// Commits between two checkpoints finished by the writer itself.
+const CHECKPOINT_EVERY: u64 = 64;
 
 const INSERT_EVENT: &str =
     "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, \
@@ -247,10 +254,7 @@ impl StoreThread {
             .ok_or_else(|| StoreError::Connect("no connection".into()))
     }
 
-    fn commit(
-        &mut self,
-        events: &[(NewEvent, oneshot::Sender<Result<Stored, InboxError>>)],
-    ) -> Result<Vec<bool>, StoreError> {
+    fn commit(&mut self, events: &[(Box<NewEvent>, Reply)]) -> Result<Vec<bool>, StoreError> {
         let db = self.connection()?;
         let result = db.transaction(|db| {
             let mut out = Vec::with_capacity(events.len());
@@ -274,9 +278,16 @@ impl StoreThread {
             }
             Ok::<_, StoreError>(out)
         });
-        if let Err(e) = &result {
-            if e.is_connection_lost() {
-                self.db = None;
+        match &result {
+            Err(e) if e.is_connection_lost() => self.db = None,
+            Err(_) => {}
+            Ok(_) => {
+                self.commits += 1;
+                if self.commits % CHECKPOINT_EVERY == 0 {
+                    if let Some(Err(e)) = self.db.as_mut().map(Db::finish_checkpoint) {
+                        tracing::debug!(error = %e, "checkpoint skipped");
+                    }
+                }
             }
         }
         result

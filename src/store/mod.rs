@@ -106,9 +106,12 @@ impl Db {
                 let url = path.to_string_lossy();
                 let mut c = SqliteConnection::establish(&url)
                     .map_err(|e| StoreError::Connect(e.to_string()))?;
+                // Checkpoints run on their own connection (`Checkpointer`), never inside a commit
+                // a sender is waiting for.
                 c.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+                     PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; \
+                     PRAGMA wal_autocheckpoint = 0;",
                     opts.busy_timeout_ms
                 ))?;
                 Ok(Db::Sqlite(c))
@@ -173,6 +176,14 @@ impl Db {
         }
     }
 
+    /// Completes a checkpoint from the writer's own connection, so the WAL can restart from its
+    /// beginning at the next commit (see [`Checkpointer`]).
+    pub fn finish_checkpoint(&mut self) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(_) => self.batch("PRAGMA wal_checkpoint(PASSIVE)"),
+        }
+    }
+
     /// Proves the database takes writes (for `/readyz`).
     pub fn heartbeat(&mut self) -> Result<(), StoreError> {
         let now = crate::timefmt::format(crate::timefmt::now());
@@ -183,6 +194,49 @@ impl Db {
     pub fn count(&mut self, sql: &str) -> Result<i64, StoreError> {
         let rows: Vec<CountRow> = self.load(Stmt::new(sql))?;
         Ok(rows.first().map(|r| r.n).unwrap_or(0))
+    }
+}
+
+/// Copies committed WAL pages back into an SQLite database file from a thread of its own.
+///
+/// A passive checkpoint never blocks the writer, so commits stay short. Under continuous
+/// writes it can never finish on its own (new frames arrive while it copies), and SQLite only
+/// restarts the WAL after a finished one; so the writer also calls [`Db::finish_checkpoint`]
+/// every so often, which then only has the last few frames left to copy.
+/// PostgreSQL needs none of this.
+pub struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    pub fn start(
+        opts: &DbOptions,
+        interval: std::time::Duration,
+    ) -> Result<Option<Checkpointer>, StoreError> {
+        let DbUrl::Sqlite(_) = opts.url;
+        let mut db = Db::connect(opts)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hooksync-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    if let Err(e) = db.batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+                // Leave a small WAL behind on a clean stop.
+                let _ = db.batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            })
+            .map_err(|e| StoreError::Connect(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Some(Checkpointer { stop, thread }))
+    }
+
+    pub fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
     }
 }
 
