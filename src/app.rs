@@ -66,7 +66,7 @@ pub async fn run(
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || store::open_and_migrate(&opts)).await??
     };
-    let checkpointer = store::Checkpointer::start(&opts, Duration::from_millis(200))?;
+    let checkpointer = store::Checkpointer::start(&opts, Duration::from_millis(50))?;
     let metrics = Arc::new(Metrics::default());
     let projector = cfg.projector.enabled.then(|| {
         let providers: HashMap<String, &'static dyn Provider> = endpoints

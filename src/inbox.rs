@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::providers::{EventStatus, NewEvent};
-use crate::store::{Db, DbOptions, Stmt, StoreError};
+use crate::store::{Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -131,7 +131,7 @@ struct StoreThread {
 }
 
 /// Commits between two checkpoints finished by the writer itself.
-const CHECKPOINT_EVERY: u64 = 64;
+const CHECKPOINT_EVERY: u64 = 512;
 
 const INSERT_EVENT: &str =
     "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, \
@@ -256,7 +256,7 @@ impl StoreThread {
 
     fn commit(&mut self, events: &[(Box<NewEvent>, Reply)]) -> Result<Vec<bool>, StoreError> {
         let db = self.connection()?;
-        let result = db.transaction(|db| {
+        let result = db.transaction(Durability::Synced, |db| {
             let mut out = Vec::with_capacity(events.len());
             for (ev, _) in events {
                 let n = db.exec(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
 use crate::providers::Provider;
-use crate::store::{Db, Stmt, StoreError};
+use crate::store::{Db, Durability, Stmt, StoreError};
 
 pub struct Projector {
     providers: HashMap<String, &'static dyn Provider>,
@@ -40,7 +40,8 @@ impl Projector {
     /// A database error rolls the chunk back: the events stay queued for the next try.
     pub fn run_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
         let now = crate::timefmt::format(crate::timefmt::now());
-        let (n, counts) = db.transaction(|db| {
+        // Projecting can be redone from the log: its commits ride on the next synced ingest commit.
+        let (n, counts) = db.transaction(Durability::Deferred, |db| {
             let events: Vec<QueuedEvent> = db.load(Stmt::new(NEXT_QUEUED).int(self.batch))?;
             let mut counts = [0u64; 3];
             for ev in &events {

@@ -86,6 +86,16 @@ pub enum Db {
     Sqlite(SqliteConnection),
 }
 
+/// How a transaction must reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced before the commit returns: whatever a sender was told is stored.
+    Synced,
+    /// Written, synced with the next synced commit. Only for work that can be redone from the
+    /// event log, such as projecting.
+    Deferred,
+}
+
 #[derive(Debug, QueryableByName)]
 pub struct CountRow {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -111,7 +121,7 @@ impl Db {
                 c.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; \
-                     PRAGMA wal_autocheckpoint = 0;",
+                     PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
                     opts.busy_timeout_ms
                 ))?;
                 Ok(Db::Sqlite(c))
@@ -153,12 +163,17 @@ impl Db {
 
     /// Runs `f` in one transaction; commits on `Ok`, rolls back on `Err`. SQLite takes the write
     /// lock up front (`BEGIN IMMEDIATE`) so a transaction never fails half-way on an upgrade.
-    pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut Db) -> Result<T, E>) -> Result<T, E>
+    pub fn transaction<T, E>(
+        &mut self,
+        durability: Durability,
+        f: impl FnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
-        let begin = match self {
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+        let begin = match (&self, durability) {
+            (Db::Sqlite(_), Durability::Synced) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+            (Db::Sqlite(_), Durability::Deferred) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
         };
         self.batch(begin)?;
         match f(self) {
