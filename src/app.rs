@@ -69,9 +69,9 @@ pub async fn run(
     let checkpointer = store::Checkpointer::start(&opts, Duration::from_millis(50))?;
     let metrics = Arc::new(Metrics::default());
     let projector = cfg.projector.enabled.then(|| {
-        let providers: HashMap<String, &'static dyn Provider> = endpoints
+        let providers: HashMap<String, Arc<dyn Provider>> = endpoints
             .iter()
-            .map(|e| (e.name.to_string(), e.provider))
+            .map(|e| (e.name.to_string(), e.provider.clone()))
             .collect();
         Projector::new(providers, cfg.projector.batch, metrics.clone())
     });

@@ -132,12 +132,28 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct EndpointConfig {
     pub name: String,
+    /// The `source` column of its rows; defaults to `name`. Endpoints that describe one system
+    /// (one BigLedger subscription per topic) share a source, so their rows meet.
+    #[serde(default)]
+    pub source: Option<String>,
     pub path: String,
     pub provider: String,
     #[serde(default)]
     pub secrets: Vec<String>,
     #[serde(default)]
     pub tenant: Option<String>,
+    /// bigledger-topic: the one topic this subscription carries.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// bigledger-topic: the static header the subscription sends; `value` is a secret spec.
+    #[serde(default)]
+    pub auth_header: Option<AuthHeaderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthHeaderConfig {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +298,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
+        let mut sources: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             let at = format!("endpoints[{i}]");
             if ep.name.is_empty() {
@@ -292,6 +309,13 @@ impl Config {
                     ep.name
                 ));
             }
+            let source = ep.source.as_deref().unwrap_or(&ep.name);
+            match sources.insert(source, &ep.provider) {
+                Some(other) if other != ep.provider => problems.push(format!(
+                    "{at}.source: {source:?} is shared with a {other} endpoint"
+                )),
+                _ => {}
+            }
             if !ep.path.starts_with('/') {
                 problems.push(format!("{at}.path: must start with '/'"));
             } else if !paths.insert(ep.path.as_str()) {
@@ -300,20 +324,29 @@ impl Config {
                     ep.path
                 ));
             }
-            match crate::providers::lookup(&ep.provider) {
-                None => problems.push(format!(
+            let mut secrets = Vec::new();
+            for (j, spec) in ep.secrets.iter().enumerate() {
+                match Secret::resolve(spec) {
+                    Ok(s) => secrets.push(s),
+                    Err(e) => problems.push(format!("{at}.secrets[{j}]: {e}")),
+                }
+            }
+            if !crate::providers::kinds().contains(&ep.provider.as_str()) {
+                problems.push(format!(
                     "{at}.provider: unknown provider {:?} (known: {})",
                     ep.provider,
-                    crate::providers::KINDS.join(", ")
-                )),
-                Some(p) if p.needs_secrets() && ep.secrets.is_empty() => {
-                    problems.push(format!("{at}.secrets: at least one secret is needed"))
-                }
-                Some(_) => {}
-            }
-            for (j, spec) in ep.secrets.iter().enumerate() {
-                if let Err(e) = Secret::resolve(spec) {
-                    problems.push(format!("{at}.secrets[{j}]: {e}"));
+                    crate::providers::kinds().join(", ")
+                ));
+            } else if secrets.len() == ep.secrets.len() {
+                match crate::providers::build(ep, secrets) {
+                    Err(e) => problems.push(format!("{at}.{e}")),
+                    Ok(p)
+                        if ep.tenant.as_deref().is_some_and(|t| !t.is_empty())
+                            && !p.has_tenant() =>
+                    {
+                        problems.push(format!("{at}.tenant: {} events carry no tenant", p.kind()))
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -351,6 +384,50 @@ mod tests {
             "endpoints[0].path",
             "endpoints[0].provider: unknown provider \"nope\"",
             "endpoints[0].secrets[0]: environment variable HOOKSYNC_TEST_SURELY_UNSET_VAR is not set",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn provider_settings_are_checked() {
+        let err = Config::from_toml(
+            r#"
+            [[endpoints]]
+            name = "a"
+            path = "/a"
+            provider = "bigledger-topic"
+            [[endpoints]]
+            name = "b"
+            path = "/b"
+            provider = "standard"
+            secrets = ["whsec_%%%"]
+            [[endpoints]]
+            name = "c"
+            path = "/c"
+            provider = "standard"
+            secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            tenant = "t1"
+            [[endpoints]]
+            name = "d"
+            source = "c"
+            path = "/d"
+            provider = "bill"
+            secrets = ["k"]
+            [[endpoints]]
+            name = "e"
+            path = "/e"
+            provider = "bill"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "endpoints[0].topic: required",
+            "endpoints[1].secrets[0]: not a whsec_<base64> secret",
+            "endpoints[2].tenant: standard events carry no tenant",
+            "endpoints[3].source: \"c\" is shared with a standard endpoint",
+            "endpoints[4].secrets: at least one secret is needed",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }

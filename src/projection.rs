@@ -33,6 +33,8 @@ pub enum Kind {
     Json,
     /// The constant 1: the mapping itself says it (e.g. "this payment is a plan installment").
     Flag,
+    /// 1 or 0 from a JSON boolean.
+    Bool,
 }
 
 #[derive(Debug)]
@@ -425,6 +427,22 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
             _ => None,
         })),
         Kind::Flag => Val::Int(Some(1)),
+        Kind::Bool => Val::Int(v.and_then(Value::as_bool).map(i64::from)),
+    }
+}
+
+/// Any object kind a provider has no table for: keyed by (source, kind, id).
+pub static RECORDS: Mapping = Mapping::new("records", &["kind", "id"], &[]);
+
+/// The tombstone effect of a lifecycle action (`created`, `CREATED`, ...): creates clear an
+/// older tombstone, deletes set one at `at`, everything else leaves it alone.
+pub fn tomb_for<'a>(action: &str, at: &'a str) -> Tomb<'a> {
+    if action.eq_ignore_ascii_case("created") {
+        Tomb::Clear
+    } else if action.eq_ignore_ascii_case("deleted") {
+        Tomb::Set(at)
+    } else {
+        Tomb::Keep
     }
 }
 

@@ -11,7 +11,7 @@ use crate::providers::Provider;
 use crate::store::{Db, Durability, Stmt, StoreError};
 
 pub struct Projector {
-    providers: HashMap<String, &'static dyn Provider>,
+    providers: HashMap<String, Arc<dyn Provider>>,
     batch: i64,
     metrics: Arc<Metrics>,
 }
@@ -25,7 +25,7 @@ const MARK: &str = "UPDATE events SET status = ?, attempts = attempts + 1, last_
 impl Projector {
     /// `providers` maps each endpoint name (the `source` of its events) to its provider.
     pub fn new(
-        providers: HashMap<String, &'static dyn Provider>,
+        providers: HashMap<String, Arc<dyn Provider>>,
         batch: usize,
         metrics: Arc<Metrics>,
     ) -> Self {

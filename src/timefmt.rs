@@ -25,8 +25,14 @@ pub fn parse(s: &str) -> Option<OffsetDateTime> {
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     const NAIVE_FRAC: &[time::format_description::BorrowedFormatItem<'static>] =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]");
+    const SPACED: &[time::format_description::BorrowedFormatItem<'static>] =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    const SPACED_FRAC: &[time::format_description::BorrowedFormatItem<'static>] =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
     PrimitiveDateTime::parse(s, NAIVE)
         .or_else(|_| PrimitiveDateTime::parse(s, NAIVE_FRAC))
+        .or_else(|_| PrimitiveDateTime::parse(s, SPACED))
+        .or_else(|_| PrimitiveDateTime::parse(s, SPACED_FRAC))
         .ok()
         .map(PrimitiveDateTime::assume_utc)
 }
@@ -52,6 +58,8 @@ mod tests {
         assert_eq!(format(t), "2024-01-22T10:30:00.123000Z");
         let t = parse("2024-01-22T10:30:00").unwrap();
         assert_eq!(format(t), "2024-01-22T10:30:00.000000Z");
+        let t = parse("2024-01-22 10:30:00.5").unwrap();
+        assert_eq!(format(t), "2024-01-22T10:30:00.500000Z");
         assert!(parse("yesterday").is_none());
         assert!(parse("").is_none());
     }

@@ -6,11 +6,21 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{ct_eq, decode_hex_mac, header, hmac_sha256, id_text, AuthError, Envelope, Provider};
-use crate::config::Secret;
+use std::sync::Arc;
+
+use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider};
+use crate::config::{EndpointConfig, Secret};
 use crate::projection::{col, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tomb, Tx};
 
-pub struct GetBill;
+pub struct GetBill {
+    secrets: Vec<Secret>,
+}
+
+pub fn build(_cfg: &EndpointConfig, secrets: Vec<Secret>) -> Result<Arc<dyn Provider>, String> {
+    Ok(Arc::new(GetBill {
+        secrets: require_secrets(secrets)?,
+    }))
+}
 
 pub const SIGNATURE_HEADER: &str = "x-getbill-signature";
 
@@ -143,28 +153,12 @@ impl Provider for GetBill {
         "getbill"
     }
 
-    fn verify(
-        &self,
-        secrets: &[Secret],
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<(), AuthError> {
-        let given =
-            decode_hex_mac(header(headers, SIGNATURE_HEADER)?).ok_or(AuthError::Malformed)?;
-        let mut ok = false;
-        for s in secrets {
-            // Every secret is tried, so the time taken does not say which one matched.
-            ok |= ct_eq(&hmac_sha256(s.expose(), &[body]), &given);
-        }
-        if ok {
-            Ok(())
-        } else {
-            Err(AuthError::Mismatch)
-        }
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError> {
+        verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "", body)
     }
 
-    fn envelope(&self, body: &[u8]) -> Result<Envelope, String> {
-        let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    fn envelope(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
+        let text = utf8(body)?;
         let raw: RawEnvelope =
             serde_json::from_str(text).map_err(|e| format!("not a GetBill envelope: {e}"))?;
         let event_id = raw
@@ -191,6 +185,7 @@ impl Provider for GetBill {
             occurred_at,
             tenant,
             payload: text.to_owned(),
+            note: None,
         })
     }
 
@@ -284,6 +279,13 @@ fn time_or(data: &Map<String, Value>, field: &str, fallback: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::hmac_sha256;
+
+    fn gb(list: &[&str]) -> GetBill {
+        GetBill {
+            secrets: list.iter().map(|s| Secret::resolve(s).unwrap()).collect(),
+        }
+    }
 
     fn signed(secret: &str, body: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -294,10 +296,6 @@ mod tests {
                 .unwrap(),
         );
         h
-    }
-
-    fn secrets(list: &[&str]) -> Vec<Secret> {
-        list.iter().map(|s| Secret::resolve(s).unwrap()).collect()
     }
 
     #[test]
@@ -311,19 +309,17 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        assert!(GetBill
-            .verify(&secrets(&["your_webhook_secret_here"]), &h, body)
-            .is_ok());
+        assert!(gb(&["your_webhook_secret_here"]).verify(&h, body).is_ok());
     }
 
     #[test]
     fn signatures_are_checked_strictly() {
         let body = br#"{"id":"evt_1","type":"debt.created","data":{"id":"d1"}}"#;
-        let keys = secrets(&["old", "new"]);
-        assert!(GetBill.verify(&keys, &signed("new", body), body).is_ok());
-        assert!(GetBill.verify(&keys, &signed("old", body), body).is_ok());
+        let keys = gb(&["old", "new"]);
+        assert!(keys.verify(&signed("new", body), body).is_ok());
+        assert!(keys.verify(&signed("old", body), body).is_ok());
         assert_eq!(
-            GetBill.verify(&keys, &signed("other", body), body),
+            keys.verify(&signed("other", body), body),
             Err(AuthError::Mismatch)
         );
         let good = hex::encode(hmac_sha256(b"new", &[body]));
@@ -338,23 +334,25 @@ mod tests {
         for (sig, want) in cases {
             let mut h = HeaderMap::new();
             h.insert(SIGNATURE_HEADER, sig.parse().unwrap());
-            assert_eq!(GetBill.verify(&keys, &h, body), *want, "signature {sig:?}");
+            assert_eq!(keys.verify(&h, body), *want, "signature {sig:?}");
         }
         assert_eq!(
-            GetBill.verify(&keys, &HeaderMap::new(), body),
+            keys.verify(&HeaderMap::new(), body),
             Err(AuthError::Missing)
         );
         let tampered = br#"{"id":"evt_1","type":"debt.created","data":{"id":"d2"}}"#;
         assert_eq!(
-            GetBill.verify(&keys, &signed("new", body), tampered),
+            keys.verify(&signed("new", body), tampered),
             Err(AuthError::Mismatch)
         );
     }
 
     #[test]
     fn envelope_reads_numeric_ids_and_tenant() {
+        let p = gb(&["k"]);
+        let h = HeaderMap::new();
         let body = br#"{"id":"evt_x","type":"debt.created","created_at":"2024-01-22T10:30:00+02:00","data":{"id":789,"company_id":123},"metadata":{"company_id":123}}"#;
-        let env = GetBill.envelope(body).unwrap();
+        let env = p.envelope(&h, body).unwrap();
         assert_eq!(env.event_id, "evt_x");
         assert_eq!(env.tenant.as_deref(), Some("123"));
         assert!(env.handled);
@@ -362,12 +360,11 @@ mod tests {
             crate::timefmt::format(env.occurred_at.unwrap()),
             "2024-01-22T08:30:00.000000Z"
         );
-        assert!(GetBill.envelope(br#"{"type":"debt.created"}"#).is_err());
-        assert!(GetBill.envelope(br#"{"id":"e"}"#).is_err());
-        assert!(GetBill.envelope(b"not json").is_err());
+        assert!(p.envelope(&h, br#"{"type":"debt.created"}"#).is_err());
+        assert!(p.envelope(&h, br#"{"id":"e"}"#).is_err());
+        assert!(p.envelope(&h, b"not json").is_err());
         assert!(
-            !GetBill
-                .envelope(br#"{"id":"e","type":"debt.exploded"}"#)
+            !p.envelope(&h, br#"{"id":"e","type":"debt.exploded"}"#)
                 .unwrap()
                 .handled
         );

@@ -3,7 +3,11 @@
 //! share (HMAC, constant-time comparison, the lifecycle rank, the JSON depth guard) and the
 //! [`Endpoint`], which is the only way to turn request bytes into a [`NewEvent`].
 
+pub mod bigledger;
+pub mod bigledger_topic;
+pub mod bill;
 pub mod getbill;
+pub mod standard;
 
 use std::sync::Arc;
 
@@ -17,14 +21,43 @@ use time::OffsetDateTime;
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
 
-/// Every provider kind a config may name.
-pub const KINDS: &[&str] = &["getbill"];
+type Build = fn(&EndpointConfig, Vec<Secret>) -> Result<Arc<dyn Provider>, String>;
 
-pub fn lookup(kind: &str) -> Option<&'static dyn Provider> {
-    match kind {
-        "getbill" => Some(&getbill::GetBill),
-        _ => None,
+/// Every provider kind a config may name, and how an endpoint of that kind is built. Adding a
+/// provider is one file plus one line here.
+const REGISTRY: &[(&str, Build)] = &[
+    ("getbill", getbill::build),
+    ("bill", bill::build),
+    ("bigledger", bigledger::build),
+    ("bigledger-topic", bigledger_topic::build),
+    ("standard", standard::build),
+];
+
+pub fn kinds() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(k, _)| *k).collect()
+}
+
+/// Builds the provider for one endpoint, with its resolved secrets.
+pub fn build(cfg: &EndpointConfig, secrets: Vec<Secret>) -> Result<Arc<dyn Provider>, String> {
+    let (_, build) = REGISTRY
+        .iter()
+        .find(|(k, _)| *k == cfg.provider)
+        .ok_or_else(|| {
+            format!(
+                "unknown provider {:?} (known: {})",
+                cfg.provider,
+                kinds().join(", ")
+            )
+        })?;
+    build(cfg, secrets)
+}
+
+/// For signed providers: at least one secret.
+pub fn require_secrets(secrets: Vec<Secret>) -> Result<Vec<Secret>, String> {
+    if secrets.is_empty() {
+        return Err("secrets: at least one secret is needed".into());
     }
+    Ok(secrets)
 }
 
 /// Why a request's credentials were not accepted. Never carries the signature or a secret.
@@ -52,21 +85,23 @@ pub struct Envelope {
     pub payload: String,
     /// Whether the projector knows this event type; unknown ones are kept as `unhandled`.
     pub handled: bool,
+    /// Why an event is kept but not projected, when that needs saying.
+    pub note: Option<String>,
 }
 
 pub trait Provider: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
-    fn needs_secrets(&self) -> bool {
+    /// Whether events say which tenant they belong to (so `tenant` can be enforced).
+    fn has_tenant(&self) -> bool {
         true
     }
 
     /// Checks the credentials over the raw bytes, before anything parses them.
-    fn verify(&self, secrets: &[Secret], headers: &HeaderMap, body: &[u8])
-        -> Result<(), AuthError>;
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError>;
 
     /// Reads the envelope of an authentic body; `Err` says why it is not a usable event.
-    fn envelope(&self, body: &[u8]) -> Result<Envelope, String>;
+    fn envelope(&self, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String>;
 
     /// Applies one stored event to the domain tables.
     fn project(&self, event: &QueuedEvent, tx: &mut Tx<'_>) -> Result<Outcome, ProjectError>;
@@ -147,6 +182,34 @@ pub fn json_depth_ok(body: &[u8], max: usize) -> bool {
     true
 }
 
+/// A body that is JSON text (after the UTF-8 check every provider needs).
+pub fn utf8(body: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())
+}
+
+/// Reads a hex HMAC-SHA256 header (optionally after `prefix`) and checks it against every
+/// secret; every secret is tried so the time taken does not say which one matched.
+pub fn verify_hex_hmac(
+    secrets: &[Secret],
+    headers: &HeaderMap,
+    name: &str,
+    prefix: &str,
+    body: &[u8],
+) -> Result<(), AuthError> {
+    let value = header(headers, name)?;
+    let value = value.strip_prefix(prefix).unwrap_or(value);
+    let given = decode_hex_mac(value).ok_or(AuthError::Malformed)?;
+    let mut ok = false;
+    for s in secrets {
+        ok |= ct_eq(&hmac_sha256(s.expose(), &[body]), &given);
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Mismatch)
+    }
+}
+
 /// A JSON id as text: strings as they are, numbers as their decimal text.
 pub fn id_text(v: &Value) -> Option<String> {
     match v {
@@ -156,12 +219,12 @@ pub fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// A configured endpoint: where it listens, which provider speaks there, and its secrets.
+/// A configured endpoint: where it listens and which provider (with its secrets) speaks there.
 pub struct Endpoint {
+    /// The `source` of its events and rows.
     pub name: Arc<str>,
     pub path: String,
-    pub provider: &'static dyn Provider,
-    secrets: Vec<Secret>,
+    pub provider: Arc<dyn Provider>,
     pub tenant: Option<String>,
 }
 
@@ -169,6 +232,7 @@ pub struct Endpoint {
 /// and only a `Verified` body can become a [`NewEvent`] for the inbox.
 pub struct Verified<'a> {
     endpoint: &'a Endpoint,
+    headers: &'a HeaderMap,
     body: &'a [u8],
 }
 
@@ -216,34 +280,38 @@ pub struct NewEvent {
 
 impl Endpoint {
     pub fn from_config(cfg: &EndpointConfig) -> Result<Endpoint, String> {
-        let provider =
-            lookup(&cfg.provider).ok_or_else(|| format!("unknown provider {:?}", cfg.provider))?;
         let secrets = cfg
             .secrets
             .iter()
             .map(|s| Secret::resolve(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("endpoint {}: {e}", cfg.name))?;
+        let provider = build(cfg, secrets).map_err(|e| format!("endpoint {}: {e}", cfg.name))?;
+        let tenant = cfg.tenant.clone().filter(|t| !t.is_empty());
+        if tenant.is_some() && !provider.has_tenant() {
+            return Err(format!(
+                "endpoint {}: tenant: {} events carry no tenant",
+                cfg.name,
+                provider.kind()
+            ));
+        }
         Ok(Endpoint {
-            name: Arc::from(cfg.name.as_str()),
+            name: Arc::from(cfg.source.as_deref().unwrap_or(&cfg.name)),
             path: cfg.path.clone(),
             provider,
-            secrets,
-            tenant: cfg.tenant.clone().filter(|t| !t.is_empty()),
+            tenant,
         })
     }
 
     pub fn verify<'a>(
         &'a self,
-        headers: &HeaderMap,
+        headers: &'a HeaderMap,
         body: &'a [u8],
     ) -> Result<Verified<'a>, AuthError> {
-        if self.provider.needs_secrets() && self.secrets.is_empty() {
-            return Err(AuthError::Mismatch);
-        }
-        self.provider.verify(&self.secrets, headers, body)?;
+        self.provider.verify(headers, body)?;
         Ok(Verified {
             endpoint: self,
+            headers,
             body,
         })
     }
@@ -260,7 +328,7 @@ impl Verified<'_> {
         let ep = self.endpoint;
         let received = crate::timefmt::format(received_at);
         let envelope = if json_depth_ok(self.body, max_json_depth) {
-            ep.provider.envelope(self.body)
+            ep.provider.envelope(self.headers, self.body)
         } else {
             Err(format!("JSON nested deeper than {max_json_depth}"))
         };
@@ -291,7 +359,7 @@ impl Verified<'_> {
                     tenant: env.tenant,
                     payload: Some(env.payload),
                     raw_body: None,
-                    last_error: None,
+                    last_error: env.note,
                 })
             }
             Err(why) => Ok(NewEvent {

@@ -3,6 +3,7 @@
 //! SQLite file read back through a second connection.
 #![allow(dead_code)]
 
+pub mod providers;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct Setup {
     pub server_extra: String,
     pub database_extra: String,
     pub tls: bool,
+    /// More `[[endpoints]]` tables, as TOML.
+    pub extra_endpoints: String,
 }
 
 impl Default for Setup {
@@ -76,6 +79,7 @@ impl Default for Setup {
             server_extra: String::new(),
             database_extra: String::new(),
             tls: true,
+            extra_endpoints: String::new(),
         }
     }
 }
@@ -108,7 +112,7 @@ impl Setup {
             dir.join("hooksync.db").display(),
             self.database_extra,
             self.projector,
-        )
+        ) + &self.extra_endpoints
     }
 }
 
@@ -331,6 +335,18 @@ impl TestApp {
             req = req.header("X-GetBill-Signature", sig);
         }
         req.send().await.expect("request")
+    }
+
+    /// Posts a body with the given headers; returns the status.
+    pub async fn post_with(&self, path: &str, body: &[u8], headers: &[(String, String)]) -> u16 {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req.send().await.expect("request").status().as_u16()
     }
 
     /// Posts a body signed with the current secret; returns the status.
