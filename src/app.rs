@@ -68,12 +68,18 @@ pub async fn run(
     };
     let checkpointer = store::Checkpointer::start(&opts, Duration::from_millis(50))?;
     let metrics = Arc::new(Metrics::default());
+    let media_wake = Arc::new(tokio::sync::Notify::new());
     let projector = cfg.projector.enabled.then(|| {
         let providers: HashMap<String, Arc<dyn Provider>> = endpoints
             .iter()
             .map(|e| (e.name.to_string(), e.provider.clone()))
             .collect();
-        Projector::new(providers, cfg.projector.batch, metrics.clone())
+        Projector::new(
+            providers,
+            cfg.projector.batch,
+            metrics.clone(),
+            cfg.media.enabled.then(|| media_wake.clone()),
+        )
     });
     let (inbox, store_thread) = Inbox::start(
         db,
@@ -109,6 +115,16 @@ pub async fn run(
         shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
     };
 
+    let media_stop = Arc::new(tokio::sync::Notify::new());
+    let fetcher = cfg.media.enabled.then(|| {
+        tokio::spawn(crate::media::fetch::run(
+            inbox.clone(),
+            cfg.media.clone(),
+            media_wake.clone(),
+            media_stop.clone(),
+        ))
+    });
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = listeners.admin.map(|l| {
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
@@ -129,6 +145,11 @@ pub async fn run(
     server::serve(listeners.webhooks, tls, app, shutdown).await;
 
     let _ = stop_tx.send(true);
+    // Downloads in flight are dropped; their rows stay pending and resume at the next start.
+    media_stop.notify_one();
+    if let Some(f) = fetcher {
+        let _ = f.await;
+    }
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -19,6 +19,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -107,6 +109,56 @@ impl Default for ProjectorConfig {
             enabled: true,
             batch: 128,
             poll_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Pre-fetching of call recordings and letters (presigned URLs that expire).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    pub enabled: bool,
+    /// Where files go: `<dir>/<source>/<followup>-<kind>[.ext]`.
+    pub dir: PathBuf,
+    /// Hosts media may come from: exact names, or `*.domain` for its subdomains.
+    pub allowed_hosts: Vec<String>,
+    /// Allow loopback, private, link-local and other non-public addresses (tests, labs).
+    pub allow_private_networks: bool,
+    /// Allow plain `http://` URLs.
+    pub allow_http: bool,
+    pub max_bytes: u64,
+    /// Downloads at once.
+    pub concurrency: usize,
+    pub connect_timeout_ms: u64,
+    /// Whole download, first byte to last.
+    pub timeout_ms: u64,
+    pub max_redirects: usize,
+    /// A PEM file of extra CA certificates to trust (besides the public roots).
+    pub extra_ca_file: Option<PathBuf>,
+    /// First retry delay; doubles per attempt, with jitter, up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often due retries are looked for when nothing announced new media.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from("media"),
+            allowed_hosts: vec!["*.cloudfront.net".into()],
+            allow_private_networks: false,
+            allow_http: false,
+            max_bytes: 200 << 20,
+            concurrency: 4,
+            connect_timeout_ms: 10_000,
+            timeout_ms: 600_000,
+            max_redirects: 3,
+            extra_ca_file: None,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            poll_interval_ms: 5_000,
         }
     }
 }
@@ -279,6 +331,7 @@ impl Config {
             ("database.batch_max", self.database.batch_max),
             ("database.queue_capacity", self.database.queue_capacity),
             ("projector.batch", self.projector.batch),
+            ("media.concurrency", self.media.concurrency),
         ] {
             if v == 0 {
                 problems.push(format!("{name}: must be greater than 0"));
@@ -286,6 +339,11 @@ impl Config {
         }
         if let Err(e) = crate::store::DbUrl::parse(&self.database.url) {
             problems.push(format!("database.url: {e}"));
+        }
+        if let Some(ca) = &self.media.extra_ca_file {
+            if let Err(e) = crate::tls::load_certs(ca) {
+                problems.push(format!("media.extra_ca_file: {e}"));
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push(format!(

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::media;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::providers::{EventStatus, NewEvent};
@@ -38,9 +39,16 @@ pub enum InboxError {
 
 type Reply = oneshot::Sender<Result<Stored, InboxError>>;
 
+type Due = (Vec<media::Job>, Option<String>);
+
 enum Command {
     Ingest(Box<NewEvent>, Reply),
     Ping(oneshot::Sender<Result<(), InboxError>>),
+    MediaDue(String, i64, oneshot::Sender<Result<Due, InboxError>>),
+    MediaDone(
+        Box<(media::Key, String, media::Outcome)>,
+        oneshot::Sender<Result<(), InboxError>>,
+    ),
 }
 
 /// The request side of the inbox: cheap to clone, one per connection.
@@ -93,6 +101,25 @@ impl Inbox {
     pub async fn submit(&self, event: NewEvent) -> Result<Stored, InboxError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Ingest(Box::new(event), tx))?;
+        self.wait(rx).await?
+    }
+
+    /// Media downloads due at `now`, for the fetcher.
+    pub async fn media_due(&self, now: String, limit: i64) -> Result<Due, InboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::MediaDue(now, limit, tx))?;
+        self.wait(rx).await?
+    }
+
+    /// Records how a download went.
+    pub async fn media_done(
+        &self,
+        key: media::Key,
+        digest: String,
+        outcome: media::Outcome,
+    ) -> Result<(), InboxError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::MediaDone(Box::new((key, digest, outcome)), tx))?;
         self.wait(rx).await?
     }
 
@@ -199,10 +226,12 @@ impl StoreThread {
     fn handle(&mut self, batch: Vec<Command>) -> bool {
         let mut events = Vec::with_capacity(batch.len());
         let mut pings = Vec::new();
+        let mut media_cmds = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Ingest(ev, reply) => events.push((ev, reply)),
                 Command::Ping(reply) => pings.push(reply),
+                other => media_cmds.push(other),
             }
         }
         let mut queued_new = false;
@@ -232,6 +261,25 @@ impl StoreThread {
                         let _ = reply.send(Err(InboxError::Unavailable(msg.clone())));
                     }
                 }
+            }
+        }
+        for cmd in media_cmds {
+            let now = crate::timefmt::format(crate::timefmt::now());
+            match cmd {
+                Command::MediaDue(at, limit, reply) => {
+                    let r = self.connection().and_then(|db| media::due(db, &at, limit));
+                    let _ = reply.send(r.map_err(|e| InboxError::Unavailable(e.to_string())));
+                }
+                Command::MediaDone(done, reply) => {
+                    let (key, digest, outcome) = *done;
+                    let r = self.connection().and_then(|db| {
+                        db.transaction(Durability::Synced, |db| {
+                            media::record(db, &key, &digest, &outcome, &now)
+                        })
+                    });
+                    let _ = reply.send(r.map_err(|e| InboxError::Unavailable(e.to_string())));
+                }
+                Command::Ingest(..) | Command::Ping(..) => {}
             }
         }
         for reply in pings {

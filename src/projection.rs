@@ -219,6 +219,7 @@ pub struct Tx<'c> {
     pos: String,
     now: &'c str,
     changed: bool,
+    media: bool,
 }
 
 enum Val {
@@ -234,6 +235,7 @@ impl<'c> Tx<'c> {
             event,
             now,
             changed: false,
+            media: false,
         }
     }
 
@@ -250,13 +252,14 @@ impl<'c> Tx<'c> {
     }
 
     /// Merges `fields` into the row at `key`, field by field, as described in the module docs.
+    /// Returns the merged object when the row changed.
     pub fn upsert(
         &mut self,
         m: &Mapping,
         key: &[&str],
         fields: &Map<String, Value>,
         tomb: Tomb<'_>,
-    ) -> Result<(), ProjectError> {
+    ) -> Result<Option<Map<String, Value>>, ProjectError> {
         if key.len() != m.key.len() || key.iter().any(|k| k.is_empty()) {
             return Err(ProjectError::BadEvent(format!(
                 "{} row without a key",
@@ -321,10 +324,11 @@ impl<'c> Tx<'c> {
             changed = true;
         }
         if !changed {
-            return Ok(());
+            return Ok(None);
         }
         let values: Vec<Val> = m.cols.iter().map(|c| column_value(&data, c)).collect();
-        let data_text = Value::Object(data).to_string();
+        let data_text =
+            serde_json::to_string(&data).map_err(|e| ProjectError::BadEvent(e.to_string()))?;
         let versions_text = Value::Object(versions).to_string();
         let mut up = Stmt::new(m.upsert_sql()).text(&self.event.source);
         for k in key {
@@ -345,7 +349,37 @@ impl<'c> Tx<'c> {
             .text(self.now);
         self.db.exec(up)?;
         self.changed = true;
+        Ok(Some(data))
+    }
+
+    /// Keeps the media row for a followup's URL current (see `media::seen`).
+    pub fn media(
+        &mut self,
+        followup_id: &str,
+        kind: &str,
+        url: Option<&str>,
+        expires_at: Option<&str>,
+    ) -> Result<(), ProjectError> {
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return Ok(());
+        };
+        if crate::media::seen(
+            self.db,
+            &self.event.source,
+            followup_id,
+            kind,
+            url,
+            expires_at,
+            self.now,
+        )? {
+            self.media = true;
+        }
         Ok(())
+    }
+
+    /// Whether this event left media to fetch.
+    pub fn media_touched(&self) -> bool {
+        self.media
     }
 
     /// Records an account-level event; notices never change once written.

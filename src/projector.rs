@@ -14,6 +14,9 @@ pub struct Projector {
     providers: HashMap<String, Arc<dyn Provider>>,
     batch: i64,
     metrics: Arc<Metrics>,
+    /// Told when projected events leave media to fetch, so the fetcher starts at once.
+    media_wake: Option<Arc<tokio::sync::Notify>>,
+    media_pending: std::cell::Cell<bool>,
 }
 
 const NEXT_QUEUED: &str =
@@ -28,11 +31,14 @@ impl Projector {
         providers: HashMap<String, Arc<dyn Provider>>,
         batch: usize,
         metrics: Arc<Metrics>,
+        media_wake: Option<Arc<tokio::sync::Notify>>,
     ) -> Self {
         Self {
             providers,
             batch: i64::try_from(batch).unwrap_or(i64::MAX),
             metrics,
+            media_wake,
+            media_pending: std::cell::Cell::new(false),
         }
     }
 
@@ -62,6 +68,11 @@ impl Projector {
             }
             Ok::<_, StoreError>((events.len(), counts))
         })?;
+        if self.media_pending.take() {
+            if let Some(w) = &self.media_wake {
+                w.notify_one();
+            }
+        }
         Metrics::add(&self.metrics.applied, counts[0]);
         Metrics::add(&self.metrics.stale, counts[1]);
         Metrics::add(&self.metrics.failed, counts[2]);
@@ -83,10 +94,13 @@ impl Projector {
             )));
         };
         db.batch("SAVEPOINT event")?;
-        let result = provider.project(ev, &mut Tx::new(db, ev, now));
+        let mut tx = Tx::new(db, ev, now);
+        let result = provider.project(ev, &mut tx);
+        let media = tx.media_touched();
         match result {
             Ok(outcome) => {
                 db.batch("RELEASE event")?;
+                self.media_pending.set(self.media_pending.get() || media);
                 Ok(Ok(outcome))
             }
             Err(ProjectError::BadEvent(why)) => {

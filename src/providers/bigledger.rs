@@ -119,13 +119,14 @@ impl Provider for BigLedger {
             .split_once('.')
             .unwrap_or((event.event_type(), ""));
         let tomb = tomb_for(action, &event.occurred_at);
-        match kind {
-            "invoice" => tx.upsert(&INVOICES, &[&id], object, tomb)?,
-            "payment" => tx.upsert(&PAYMENTS, &[&id], object, tomb)?,
-            "customer" => tx.upsert(&CUSTOMERS, &[&id], object, tomb)?,
+        let (mapping, key): (&Mapping, Vec<&str>) = match kind {
+            "invoice" => (&INVOICES, vec![&id]),
+            "payment" => (&PAYMENTS, vec![&id]),
+            "customer" => (&CUSTOMERS, vec![&id]),
             // inventory, einvoice, sales_order and whatever comes next
-            _ => tx.upsert(&RECORDS, &[kind, &id], object, tomb)?,
-        }
+            _ => (&RECORDS, vec![kind, &id]),
+        };
+        tx.upsert(mapping, &key, object, tomb)?;
         Ok(tx.outcome())
     }
 }

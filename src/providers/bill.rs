@@ -186,13 +186,14 @@ impl Provider for Bill {
             _ => {}
         }
         let tomb = tomb_for(action, &event.occurred_at);
-        match family {
-            "bill" => tx.upsert(&BILLS, &[&id], &fields, tomb)?,
-            "vendor" => tx.upsert(&VENDORS, &[&id], &fields, tomb)?,
-            "invoice" => tx.upsert(&INVOICES, &[&id], &fields, tomb)?,
-            "payment" => tx.upsert(&PAYMENTS, &[&id], &fields, tomb)?,
-            _ => tx.upsert(&RECORDS, &[kind, &id], &fields, tomb)?,
-        }
+        let (mapping, key): (&Mapping, Vec<&str>) = match family {
+            "bill" => (&BILLS, vec![&id]),
+            "vendor" => (&VENDORS, vec![&id]),
+            "invoice" => (&INVOICES, vec![&id]),
+            "payment" => (&PAYMENTS, vec![&id]),
+            _ => (&RECORDS, vec![kind, &id]),
+        };
+        tx.upsert(mapping, &key, &fields, tomb)?;
         Ok(tx.outcome())
     }
 }

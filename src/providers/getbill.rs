@@ -218,7 +218,22 @@ impl Provider for GetBill {
                 } else {
                     Tomb::Keep
                 };
-                tx.upsert(&FOLLOWUPS, &[&id], &data, tomb)?;
+                if let Some(row) = tx.upsert(&FOLLOWUPS, &[&id], &data, tomb)? {
+                    // The merged row, so an older event's URL never replaces a newer one.
+                    let expires = row
+                        .get("media_urls_expire_at")
+                        .and_then(Value::as_str)
+                        .and_then(crate::timefmt::parse)
+                        .map(crate::timefmt::format);
+                    for (kind, field, _) in crate::media::KINDS {
+                        tx.media(
+                            &id,
+                            kind,
+                            row.get(*field).and_then(Value::as_str),
+                            expires.as_deref(),
+                        )?;
+                    }
+                }
             }
             "payment" => {
                 let id = key(&data, "id")?;

@@ -3,6 +3,7 @@
 //! SQLite file read back through a second connection.
 #![allow(dead_code)]
 
+pub mod media_server;
 pub mod providers;
 pub mod stream;
 
@@ -69,6 +70,8 @@ pub struct Setup {
     pub tls: bool,
     /// More `[[endpoints]]` tables, as TOML.
     pub extra_endpoints: String,
+    /// Lines for the `[media]` section (its `dir` is the test's own).
+    pub media_extra: String,
 }
 
 impl Default for Setup {
@@ -80,6 +83,7 @@ impl Default for Setup {
             database_extra: String::new(),
             tls: true,
             extra_endpoints: String::new(),
+            media_extra: String::new(),
         }
     }
 }
@@ -106,12 +110,15 @@ impl Setup {
             "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n{tls}{}\n\
              [database]\nurl = \"sqlite://{}\"\n{}\n\
              [projector]\nenabled = {}\npoll_interval_ms = 200\n\
+             [media]\ndir = \"{}\"\n{}\n\
              [log]\nlevel = \"warn\"\n\
              [[endpoints]]\nname = \"getbill\"\npath = \"{PATH}\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\n{tenant}",
             self.server_extra,
             dir.join("hooksync.db").display(),
             self.database_extra,
             self.projector,
+            dir.join("media").display(),
+            self.media_extra,
         ) + &self.extra_endpoints
     }
 }
@@ -259,7 +266,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(setup: Setup) -> TestApp {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), setup).await
+    }
+
+    /// Starts on an existing directory: the database and media of an earlier run.
+    pub async fn start_in(dir: tempfile::TempDir, setup: Setup) -> TestApp {
         let cert = make_cert(dir.path());
         let listeners = hooksync::Listeners {
             webhooks: tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,245 @@
+//! Pre-fetching of call recordings and letters. Followup events carry presigned URLs that stop
+//! working about an hour later; hooksync downloads them before they do.
+//!
+//! The projector keeps one `media` row per (source, followup, kind) current with the followup's
+//! URL (`seen`, inside its transaction); the fetcher (`fetch`) asks the store thread for due
+//! rows, downloads them under the guards of `guard`, and reports back (`record`). The URL's
+//! query string is a credential: it is read from `followups` when needed and never stored in
+//! `media`, logged, or put in an error message.
+
+pub mod fetch;
+pub mod guard;
+
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Db, Stmt, StoreError};
+
+/// The two media a followup can carry, with the followups columns that hold their URL and file.
+pub const KINDS: &[(&str, &str, &str)] = &[
+    ("audio", "audio_url", "audio_path"),
+    ("pdf", "pdf_url", "pdf_path"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub source: String,
+    pub followup_id: String,
+    pub kind: String,
+}
+
+/// A download to do.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub key: Key,
+    pub url: String,
+    pub digest: String,
+    pub expires_at: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Fetched {
+        path: String,
+        sha256: String,
+        bytes: i64,
+        content_type: Option<String>,
+    },
+    /// Try again at `next_at`.
+    Retry {
+        error: String,
+        next_at: String,
+    },
+    Failed {
+        error: String,
+    },
+    Expired {
+        error: String,
+    },
+}
+
+pub fn digest(url: &str) -> String {
+    hex::encode(Sha256::digest(url.as_bytes()))
+}
+
+#[derive(QueryableByName)]
+struct Current {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    url_path: Option<String>,
+    #[diesel(sql_type = Text)]
+    url_digest: String,
+}
+
+/// Keeps the media row of one followup's URL current; true when there is something to fetch.
+/// A fresh URL replaces one not fetched yet; a fetched file is fetched again only when the
+/// object itself changed (another path), not when only the signature was renewed.
+pub fn seen(
+    db: &mut Db,
+    source: &str,
+    followup_id: &str,
+    kind: &str,
+    url: &str,
+    expires_at: Option<&str>,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let parsed = reqwest::Url::parse(url).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    let path = parsed.as_ref().map(|u| u.path().to_owned());
+    let d = digest(url);
+    let current: Option<Current> = db
+        .load(
+            Stmt::new("SELECT status, url_path, url_digest FROM media WHERE source = ? AND followup_id = ? AND kind = ?")
+                .text(source)
+                .text(followup_id)
+                .text(kind),
+        )?
+        .into_iter()
+        .next();
+    let reset = match &current {
+        None => true,
+        Some(c) if c.status == "fetched" => c.url_path != path,
+        Some(c) => c.url_digest != d,
+    };
+    if !reset {
+        return Ok(false);
+    }
+    db.exec(
+        Stmt::new(
+            "INSERT INTO media (source, followup_id, kind, url_host, url_path, url_digest, expires_at, status, attempts, \
+             last_error, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, NULL, ?, ?) \
+             ON CONFLICT (source, followup_id, kind) DO UPDATE SET url_host = excluded.url_host, url_path = excluded.url_path, \
+             url_digest = excluded.url_digest, expires_at = excluded.expires_at, status = 'pending', attempts = 0, \
+             last_error = NULL, next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
+        )
+        .text(source)
+        .text(followup_id)
+        .text(kind)
+        .opt_text(host.as_deref())
+        .opt_text(path.as_deref())
+        .text(&d)
+        .opt_text(expires_at)
+        .text(now)
+        .text(now),
+    )?;
+    Ok(true)
+}
+
+#[derive(QueryableByName)]
+struct DueRow {
+    #[diesel(sql_type = Text)]
+    source: String,
+    #[diesel(sql_type = Text)]
+    followup_id: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    url_digest: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    expires_at: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    attempts: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    audio_url: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pdf_url: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct NextRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    next: Option<String>,
+}
+
+/// Pending downloads due at `now` (at most `limit`), and when the next one not yet due is.
+pub fn due(db: &mut Db, now: &str, limit: i64) -> Result<(Vec<Job>, Option<String>), StoreError> {
+    let rows: Vec<DueRow> = db.load(
+        Stmt::new(
+            "SELECT m.source, m.followup_id, m.kind, m.url_digest, m.expires_at, m.attempts, m.last_error, f.audio_url, f.pdf_url \
+             FROM media m JOIN followups f ON f.source = m.source AND f.id = m.followup_id \
+             WHERE m.status = 'pending' AND m.next_attempt_at <= ? ORDER BY m.next_attempt_at LIMIT ?",
+        )
+        .text(now)
+        .int(limit),
+    )?;
+    let next: Vec<NextRow> = db.load(
+        Stmt::new("SELECT MIN(next_attempt_at) AS next FROM media WHERE status = 'pending' AND next_attempt_at > ?").text(now),
+    )?;
+    let jobs = rows
+        .into_iter()
+        .filter_map(|r| {
+            let url = if r.kind == "audio" {
+                r.audio_url
+            } else {
+                r.pdf_url
+            }?;
+            Some(Job {
+                key: Key {
+                    source: r.source,
+                    followup_id: r.followup_id,
+                    kind: r.kind,
+                },
+                digest: r.url_digest,
+                url,
+                expires_at: r.expires_at,
+                attempts: r.attempts,
+                last_error: r.last_error,
+            })
+        })
+        .collect();
+    Ok((jobs, next.into_iter().next().and_then(|n| n.next)))
+}
+
+/// Writes what a download came to. Nothing changes if the followup brought a fresh URL in the
+/// meantime: that one is pending and will be fetched on its own.
+pub fn record(
+    db: &mut Db,
+    key: &Key,
+    url_digest: &str,
+    outcome: &Outcome,
+    now: &str,
+) -> Result<(), StoreError> {
+    let base = |set: &str| {
+        format!("UPDATE media SET {set}, attempts = attempts + 1, updated_at = ? WHERE source = ? AND followup_id = ? AND kind = ? AND url_digest = ?")
+    };
+    let (sql, stmt_binds): (String, Vec<Option<String>>) = match outcome {
+        Outcome::Fetched { path, sha256, bytes, content_type } => (
+            base("status = 'fetched', path = ?, sha256 = ?, bytes = ?, content_type = ?, fetched_at = ?, last_error = NULL"),
+            vec![Some(path.clone()), Some(sha256.clone()), Some(bytes.to_string()), content_type.clone(), Some(now.to_owned())],
+        ),
+        Outcome::Retry { error, next_at } => (base("last_error = ?, next_attempt_at = ?"), vec![Some(error.clone()), Some(next_at.clone())]),
+        Outcome::Failed { error } => (base("status = 'failed', last_error = ?"), vec![Some(error.clone())]),
+        Outcome::Expired { error } => (base("status = 'expired', last_error = ?"), vec![Some(error.clone())]),
+    };
+    let mut stmt = Stmt::new(&sql);
+    for b in &stmt_binds {
+        stmt = stmt.opt_text(b.as_deref());
+    }
+    let n = db.exec(
+        stmt.text(now)
+            .text(&key.source)
+            .text(&key.followup_id)
+            .text(&key.kind)
+            .text(url_digest),
+    )?;
+    if let (Outcome::Fetched { path, .. }, 1) = (outcome, n) {
+        if let Some((_, _, column)) = KINDS.iter().find(|(k, _, _)| *k == key.kind) {
+            let sql = format!("UPDATE followups SET {column} = ? WHERE source = ? AND id = ?");
+            db.exec(
+                Stmt::new(&sql)
+                    .text(path)
+                    .text(&key.source)
+                    .text(&key.followup_id),
+            )?;
+        }
+    }
+    Ok(())
+}
