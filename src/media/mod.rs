@@ -208,21 +208,34 @@ pub fn record(
     now: &str,
 ) -> Result<(), StoreError> {
     let base = |set: &str| {
-        format!("UPDATE media SET {set}, attempts = attempts + 1, updated_at = ? WHERE source = ? AND followup_id = ? AND kind = ? AND url_digest = ?")
+        format!(
+            "UPDATE media SET {set}, attempts = attempts + 1, updated_at = ? \
+             WHERE source = ? AND followup_id = ? AND kind = ? AND url_digest = ?"
+        )
     };
-    let (sql, stmt_binds): (String, Vec<Option<String>>) = match outcome {
-        Outcome::Fetched { path, sha256, bytes, content_type } => (
-            base("status = 'fetched', path = ?, sha256 = ?, bytes = ?, content_type = ?, fetched_at = ?, last_error = NULL"),
-            vec![Some(path.clone()), Some(sha256.clone()), Some(bytes.to_string()), content_type.clone(), Some(now.to_owned())],
+    let sql = match outcome {
+        Outcome::Fetched { .. } => base(
+            "status = 'fetched', path = ?, sha256 = ?, bytes = ?, content_type = ?, fetched_at = ?, last_error = NULL",
         ),
-        Outcome::Retry { error, next_at } => (base("last_error = ?, next_attempt_at = ?"), vec![Some(error.clone()), Some(next_at.clone())]),
-        Outcome::Failed { error } => (base("status = 'failed', last_error = ?"), vec![Some(error.clone())]),
-        Outcome::Expired { error } => (base("status = 'expired', last_error = ?"), vec![Some(error.clone())]),
+        Outcome::Retry { .. } => base("last_error = ?, next_attempt_at = ?"),
+        Outcome::Failed { .. } => base("status = 'failed', last_error = ?"),
+        Outcome::Expired { .. } => base("status = 'expired', last_error = ?"),
     };
-    let mut stmt = Stmt::new(&sql);
-    for b in &stmt_binds {
-        stmt = stmt.opt_text(b.as_deref());
-    }
+    let stmt = match outcome {
+        Outcome::Fetched {
+            path,
+            sha256,
+            bytes,
+            content_type,
+        } => Stmt::new(&sql)
+            .text(path)
+            .text(sha256)
+            .int(*bytes)
+            .opt_text(content_type.as_deref())
+            .text(now),
+        Outcome::Retry { error, next_at } => Stmt::new(&sql).text(error).text(next_at),
+        Outcome::Failed { error } | Outcome::Expired { error } => Stmt::new(&sql).text(error),
+    };
     let n = db.exec(
         stmt.text(now)
             .text(&key.source)
