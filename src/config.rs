@@ -181,7 +181,8 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` is written by hand below: `secrets` and `auth_header.value` may hold literal secrets.
+#[derive(Clone, Deserialize)]
 pub struct EndpointConfig {
     pub name: String,
     /// The `source` column of its rows; defaults to `name`. Endpoints that describe one system
@@ -202,10 +203,34 @@ pub struct EndpointConfig {
     pub auth_header: Option<AuthHeaderConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct AuthHeaderConfig {
     pub name: String,
     pub value: String,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("path", &self.path)
+            .field("provider", &self.provider)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("tenant", &self.tenant)
+            .field("topic", &self.topic)
+            .field(
+                "auth_header",
+                &self
+                    .auth_header
+                    .as_ref()
+                    .map(|h| format!("{}: <redacted>", h.name)),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -489,6 +514,20 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let cfg = Config::from_toml(
+            "[[endpoints]]\nname = \"t\"\npath = \"/t\"\nprovider = \"bigledger-topic\"\ntopic = \"X_CREATED\"\n\
+             secrets = [\"literal-secret-1\"]\nauth_header = { name = \"X-T\", value = \"literal-token-2\" }\n",
+        )
+        .unwrap();
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("literal-secret-1") && !text.contains("literal-token-2"),
+            "{text}"
+        );
     }
 
     #[test]

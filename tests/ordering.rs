@@ -72,18 +72,7 @@ async fn shuffled_duplicated_concurrent_stream_ends_like_the_ordered_one() {
             0
         );
     }
-    for table in TABLES {
-        let (sa, sb) = (a.snapshot(table), b.snapshot(table));
-        assert!(
-            sa.as_array().is_some_and(|r| !r.is_empty()),
-            "{table} is empty"
-        );
-        if sa != sb {
-            let (ra, rb) = (sa.as_array().unwrap(), sb.as_array().unwrap());
-            let diff = ra.iter().zip(rb).find(|(x, y)| x != y);
-            panic!("{table} differs ({} vs {} rows); first difference:\n  in order: {:?}\n  shuffled: {:?}", ra.len(), rb.len(), diff.map(|d| d.0), diff.map(|d| d.1));
-        }
-    }
+    common::assert_same_tables(&mut a, &mut b, TABLES);
     // The stream's own rules, seen in the result.
     let deleted = a.count("SELECT COUNT(*) AS n FROM debts WHERE deleted_at IS NOT NULL");
     let expected_deleted = (0..240).filter(|i| i % 4 == 0 && i % 16 != 0).count() as i64;

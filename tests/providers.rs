@@ -86,31 +86,18 @@ async fn every_provider_ends_the_same_whatever_the_order() {
             0
         );
     }
-    for table in [
-        "invoices",
-        "customers",
-        "bills",
-        "vendors",
-        "payments",
-        "records",
-    ] {
-        let (sa, sb) = (a.snapshot(table), b.snapshot(table));
-        assert!(
-            sa.as_array().is_some_and(|r| !r.is_empty()),
-            "{table} is empty"
-        );
-        if sa != sb {
-            let (ra, rb) = (sa.as_array().unwrap(), sb.as_array().unwrap());
-            let diff = ra.iter().zip(rb).find(|(x, y)| x != y);
-            panic!(
-                "{table} differs ({} vs {} rows):\n  in order: {:?}\n  shuffled: {:?}",
-                ra.len(),
-                rb.len(),
-                diff.map(|d| d.0),
-                diff.map(|d| d.1)
-            );
-        }
-    }
+    common::assert_same_tables(
+        &mut a,
+        &mut b,
+        &[
+            "invoices",
+            "customers",
+            "bills",
+            "vendors",
+            "payments",
+            "records",
+        ],
+    );
 
     // What each provider's rules leave behind.
     let bill = a.row("bills", "id", "bill0");

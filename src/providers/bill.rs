@@ -11,7 +11,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::{
-    ct_eq, header, hmac_sha256, id_text, require_secrets, utf8, AuthError, Envelope, Provider,
+    any_secret_signed, header, id_text, require_secrets, utf8, AuthError, Envelope, Provider,
 };
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{
@@ -118,15 +118,7 @@ impl Provider for Bill {
         let given = base64::engine::general_purpose::STANDARD
             .decode(header(headers, SIGNATURE_HEADER)?)
             .map_err(|_| AuthError::Malformed)?;
-        let mut ok = false;
-        for s in &self.secrets {
-            ok |= ct_eq(&hmac_sha256(s.expose(), &[body]), &given);
-        }
-        if ok {
-            Ok(())
-        } else {
-            Err(AuthError::Mismatch)
-        }
+        any_secret_signed(&self.secrets, &given, body)
     }
 
     fn envelope(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {

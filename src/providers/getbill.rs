@@ -88,35 +88,30 @@ static FOLLOWUPS: Mapping = Mapping::new(
     ],
 );
 
-const PAYMENT_COLS: &[crate::projection::Col] = &[
-    col("debt_id", "debt_id", Kind::Text),
-    col("amount", "amount", Kind::Money),
-    col("currency", "currency", Kind::Text),
-    col("payment_date", "payment_date", Kind::Text),
-    col("status", "status", Kind::Text),
-    col("paid_at", "paid_at", Kind::Timestamp),
-    col("failure_reason", "failure_reason", Kind::Text),
-    col("method", "method", Kind::Text),
-    col("reference", "reference", Kind::Text),
-];
+/// The payment columns; installments of a plan add the `plan` flag.
+macro_rules! payment_cols {
+    ($($extra:expr),*) => {
+        &[
+            col("debt_id", "debt_id", Kind::Text),
+            col("amount", "amount", Kind::Money),
+            col("currency", "currency", Kind::Text),
+            col("payment_date", "payment_date", Kind::Text),
+            col("status", "status", Kind::Text),
+            col("paid_at", "paid_at", Kind::Timestamp),
+            col("failure_reason", "failure_reason", Kind::Text),
+            col("method", "method", Kind::Text),
+            col("reference", "reference", Kind::Text),
+            $($extra),*
+        ]
+    };
+}
 
-static PAYMENTS: Mapping = Mapping::new("payments", &["id"], PAYMENT_COLS);
+static PAYMENTS: Mapping = Mapping::new("payments", &["id"], payment_cols!());
 
 static INSTALLMENTS: Mapping = Mapping::new(
     "payments",
     &["id"],
-    &[
-        col("debt_id", "debt_id", Kind::Text),
-        col("amount", "amount", Kind::Money),
-        col("currency", "currency", Kind::Text),
-        col("payment_date", "payment_date", Kind::Text),
-        col("status", "status", Kind::Text),
-        col("paid_at", "paid_at", Kind::Timestamp),
-        col("failure_reason", "failure_reason", Kind::Text),
-        col("method", "method", Kind::Text),
-        col("reference", "reference", Kind::Text),
-        col("plan", "", Kind::Flag),
-    ],
+    payment_cols!(col("plan", "", Kind::Flag)),
 );
 
 static PLANS: Mapping = Mapping::new(

@@ -240,6 +240,28 @@ impl Reader {
     }
 }
 
+/// Asserts that two databases hold the same rows in `tables`, naming the first difference.
+pub fn assert_same_tables(a: &mut Reader, b: &mut Reader, tables: &[&str]) {
+    for table in tables {
+        let (sa, sb) = (a.snapshot(table), b.snapshot(table));
+        assert!(
+            sa.as_array().is_some_and(|r| !r.is_empty()),
+            "{table} is empty"
+        );
+        if sa != sb {
+            let (ra, rb) = (sa.as_array().unwrap(), sb.as_array().unwrap());
+            let diff = ra.iter().zip(rb).find(|(x, y)| x != y);
+            panic!(
+                "{table} differs ({} vs {} rows); first difference:\n  in order: {:?}\n  shuffled: {:?}",
+                ra.len(),
+                rb.len(),
+                diff.map(|d| d.0),
+                diff.map(|d| d.1)
+            );
+        }
+    }
+}
+
 /// Polls `cond` until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
