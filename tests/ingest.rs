@@ -409,3 +409,32 @@ async fn connections_are_bounded() {
     assert_eq!(r.status(), 404);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_and_1_3_are_both_served() {
+    let app = TestApp::start(Setup::default()).await;
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&app.cert.pem).unwrap())
+            .min_tls_version(version)
+            .max_tls_version(version)
+            .build()
+            .unwrap();
+        let body =
+            format!(r#"{{"id":"evt_tls_{version:?}","type":"debt.updated","data":{{"id":"d1"}}}}"#);
+        let r = client
+            .post(format!("{}{}", app.url, common::PATH))
+            .header("X-GetBill-Signature", sign(SECRET, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{version:?}");
+    }
+    app.stop().await;
+}

@@ -308,3 +308,120 @@ fn systemd_unit_verifies() {
         "systemd-analyze complained: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdn_dir = dir.path().join("cdn");
+    std::fs::create_dir_all(&cdn_dir).unwrap();
+    let cdn_cert = common::make_cert(&cdn_dir);
+    let cdn = common::media_server::MediaServer::start(&cdn_cert).await;
+    let setup = Setup {
+        media_extra: format!(
+            "allowed_hosts = [\"127.0.0.1\", \"*.cloudfront.net\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n",
+            cdn_cert.cert
+        ),
+        ..Setup::default()
+    };
+    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);
+    let log = dir.path().join("hooksync.log");
+    let mut d = Daemon::spawn_logging(&config, &cert, port, admin, Some(&log)).await;
+    let url = format!("{}{PATH}", d.url);
+
+    // A good event, and a bad signature.
+    let (_, good) = event(0, 99);
+    let good_sig = sign(SECRET, &good);
+    assert_eq!(
+        d.client
+            .post(&url)
+            .header("X-GetBill-Signature", &good_sig)
+            .body(good)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let bad_sig = "ab".repeat(32);
+    let (_, other) = event(1, 99);
+    assert_eq!(
+        d.client
+            .post(&url)
+            .header("X-GetBill-Signature", &bad_sig)
+            .body(other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Two presigned URLs: one downloads through a redirect, one cannot be reached.
+    let unreachable = "https://d1.cloudfront.net/audio/call.mp3?X-Amz-Signature=QUERYSECRET77&X-Amz-Credential=CREDSECRET88";
+    let fetched = cdn
+        .url("/redirect-in")
+        .replace("SECRETSIG0123", "QUERYSECRET99");
+    let followup = serde_json::to_vec(&serde_json::json!({"id": "evt_media_log", "type": "followup.completed",
+        "created_at": "2024-01-23T15:45:00+00:00", "data": {"id": "f1", "audio_url": unreachable, "pdf_url": fetched,
+        "media_urls_expire_at": "2099-01-01T00:00:00+00:00"}}))
+    .unwrap();
+    let sig = sign(SECRET, &followup);
+    assert_eq!(
+        d.client
+            .post(&url)
+            .header("X-GetBill-Signature", sig)
+            .body(followup)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut db = Reader::open(&dir.path().join("hooksync.db"));
+    common::wait_until("the pdf fetched", Duration::from_secs(30), || {
+        db.count("SELECT COUNT(*) AS n FROM media WHERE status = 'fetched' AND kind = 'pdf'") == 1
+    })
+    .await;
+    common::wait_until(
+        "a failed attempt at the audio",
+        Duration::from_secs(30),
+        || {
+            db.count(
+                "SELECT COUNT(*) AS n FROM media WHERE kind = 'audio' AND last_error IS NOT NULL",
+            ) == 1
+        },
+    )
+    .await;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).await, Some(0));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DEBUG"),
+        "the log ran at debug level:\n{text}"
+    );
+    assert!(
+        text.contains("signature does not match"),
+        "the refusal is logged, without its value"
+    );
+    assert!(text.contains("media fetched"), "the download is logged");
+    assert!(
+        text.contains("d1.cloudfront.net"),
+        "the failing host is logged"
+    );
+    for secret in [
+        SECRET,
+        common::OLD_SECRET,
+        good_sig.as_str(),
+        bad_sig.as_str(),
+        "QUERYSECRET77",
+        "QUERYSECRET99",
+        "CREDSECRET88",
+        "AKIDSECRET",
+        "X-Amz-",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} reached the log:\n{text}"
+        );
+    }
+}

@@ -464,14 +464,32 @@ impl Daemon {
     }
 
     pub async fn spawn(config: &Path, cert: &TestCert, port: u16, admin: u16) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_hooksync"))
-            .arg("--config")
+        Self::spawn_logging(config, cert, port, admin, None).await
+    }
+
+    /// Like `spawn`, with the log at debug level written to `log`.
+    pub async fn spawn_logging(
+        config: &Path,
+        cert: &TestCert,
+        port: u16,
+        admin: u16,
+        log: Option<&Path>,
+    ) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooksync"));
+        cmd.arg("--config")
             .arg(config)
             .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn hooksync");
+            .stdout(Stdio::null());
+        match log {
+            Some(path) => {
+                cmd.env("RUST_LOG", "debug")
+                    .stderr(std::fs::File::create(path).expect("log file"));
+            }
+            None => {
+                cmd.stderr(Stdio::inherit());
+            }
+        }
+        let child = cmd.spawn().expect("spawn hooksync");
         let d = Daemon {
             child,
             url: format!("https://127.0.0.1:{port}"),
