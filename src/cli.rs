@@ -74,11 +74,19 @@ fn redact_url(url: &str) -> String {
 
 fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let mut spec = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
+    // The HTTP client may print whole URLs at its finest levels, and a media URL's query is a
+    // credential: keep it at info unless the operator names it.
+    if !spec.contains("reqwest") {
+        spec.push_str(",reqwest=info,hyper_util=info");
+    }
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal; journald and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = if cfg.log.format == "json" {
         builder.json().try_init()
     } else {
