@@ -107,7 +107,7 @@ impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            batch: 128,
+            batch: 32,
             poll_interval_ms: 1_000,
         }
     }
@@ -527,6 +527,36 @@ mod tests {
         assert!(
             !text.contains("literal-secret-1") && !text.contains("literal-token-2"),
             "{text}"
+        );
+    }
+
+    /// The example documents the defaults: what it shows is what you get without it.
+    #[test]
+    fn example_file_shows_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example"))
+                .unwrap();
+        let cfg =
+            Config::from_toml(&text.replace("env:GETBILL_WEBHOOK_SECRET", "literal")).unwrap();
+        assert_eq!(
+            format!("{:?}", cfg.server),
+            format!("{:?}", ServerConfig::default())
+        );
+        assert_eq!(
+            format!("{:?}", cfg.database),
+            format!("{:?}", DatabaseConfig::default())
+        );
+        assert_eq!(
+            format!("{:?}", cfg.projector),
+            format!("{:?}", ProjectorConfig::default())
+        );
+        assert_eq!(
+            format!("{:?}", cfg.media),
+            format!("{:?}", MediaConfig::default())
+        );
+        assert_eq!(
+            format!("{:?}", cfg.log),
+            format!("{:?}", LogConfig::default())
         );
     }
 
