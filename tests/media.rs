@@ -432,6 +432,26 @@ async fn a_fresh_url_replaces_one_not_fetched_yet() {
         300_000
     );
     assert_eq!(cdn.requests_to("/ok/fresh.mp3"), before);
+    // Another object (a new path) is the media changing: it is fetched again.
+    assert_eq!(
+        app.send(&followup(
+            "e4",
+            "followup.updated",
+            "f1",
+            &at(20),
+            Some(&cdn.url("/ok/changed.mp3")),
+            None,
+            &at(3600)
+        ))
+        .await,
+        200
+    );
+    let mut db2 = app.reader();
+    common::wait_until("the changed recording", Duration::from_secs(30), || {
+        db2.count("SELECT COUNT(*) AS n FROM media WHERE followup_id = 'f1' AND status = 'fetched' AND url_path = '/ok/changed.mp3'") == 1
+    })
+    .await;
+    assert_eq!(cdn.requests_to("/ok/changed.mp3"), 1);
     app.stop().await;
 }
 

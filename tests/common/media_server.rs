@@ -145,6 +145,12 @@ async fn route(
         }
         "flaky" if n <= 2 => reply(500, full("try later")),
         "flaky" => reply(200, full(pattern_bytes(0, 1000))),
+        // Hangs the first time (a download in flight when the daemon is killed), then serves.
+        "hang-once" if n == 1 => {
+            std::future::pending::<()>().await;
+            reply(200, full(""))
+        }
+        "hang-once" => reply(200, full(pattern_bytes(0, 5000))),
         "hang" => {
             std::future::pending::<()>().await;
             reply(200, full(""))

@@ -1,5 +1,6 @@
-//! A 100 MiB recording downloads with flat memory: the real binary, its resident set read from
-//! /proc before and at the peak. Its own test binary, so nothing else runs beside it.
+//! Media with the real binary: a 100 MiB recording downloads with flat memory (the resident set
+//! read from /proc before and at the peak), and a download in flight at `kill -9` completes
+//! after a restart.
 
 mod common;
 
@@ -80,4 +81,68 @@ async fn a_100_mib_download_keeps_memory_flat() {
         growth_mib < 20.0,
         "resident memory grew by {growth_mib:.1} MiB for a 100 MiB download"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_in_flight_at_kill_9_completes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdn_dir = dir.path().join("cdn");
+    std::fs::create_dir_all(&cdn_dir).unwrap();
+    let cdn_cert = common::make_cert(&cdn_dir);
+    let cdn = MediaServer::start(&cdn_cert).await;
+    let setup = Setup {
+        media_extra: format!("allowed_hosts = [\"127.0.0.1\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n", cdn_cert.cert),
+        ..Setup::default()
+    };
+    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);
+    let mut d = Daemon::spawn(&config, &cert, port, admin).await;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let body = serde_json::to_vec(&serde_json::json!({"id": "evt_k9", "type": "followup.completed", "created_at": now.format(fmt).unwrap(),
+        "data": {"id": "f9", "audio_url": cdn.url("/hang-once/k9.mp3"), "pdf_url": null,
+                 "media_urls_expire_at": (now + time::Duration::hours(1)).format(fmt).unwrap()}}))
+    .unwrap();
+    let r = d
+        .client
+        .post(format!("{}{PATH}", d.url))
+        .header("X-GetBill-Signature", sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    common::wait_until(
+        "the download to be in flight",
+        Duration::from_secs(30),
+        || cdn.requests_to("/hang-once") == 1,
+    )
+    .await;
+    d.child.kill().unwrap(); // SIGKILL, mid-download
+    d.child.wait().unwrap();
+
+    let _d2 = Daemon::spawn(&config, &cert, port, admin).await;
+    let mut db = Reader::open(&dir.path().join("hooksync.db"));
+    common::wait_until("the download to complete after restart", Duration::from_secs(30), || {
+        db.count("SELECT COUNT(*) AS n FROM media WHERE followup_id = 'f9' AND status = 'fetched' AND bytes = 5000") == 1
+    })
+    .await;
+    assert_eq!(cdn.requests_to("/hang-once"), 2);
+    let leftovers = walk(&dir.path().join("media"));
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the finished file, no temporary one: {leftovers:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
