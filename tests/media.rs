@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::media_server::{pattern_bytes, MediaServer};
+use common::media_server::{pattern_bytes, reaching, start_cdn, MediaServer};
 use common::{Setup, TestApp};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -33,26 +33,17 @@ fn followup(
     .unwrap()
 }
 
-/// The CDN's certificate, apart from the one the app makes for itself.
-fn cdn_cert(dir: &std::path::Path) -> common::TestCert {
-    let d = dir.join("cdn");
-    std::fs::create_dir_all(&d).unwrap();
-    common::make_cert(&d)
-}
-
-/// Private networks allowed (the CDN is on 127.0.0.1) and the test certificate trusted.
-fn setup(app_dir: &std::path::Path, extra: &str) -> Setup {
-    let _ = app_dir;
-    Setup { media_extra: format!("allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_private_networks = true\nretry_base_ms = 50\nretry_max_ms = 200\n{extra}"), ..Setup::default() }
-}
-
 async fn start(extra: &str) -> (TestApp, MediaServer) {
     let dir = tempfile::tempdir().unwrap();
-    let cert = cdn_cert(dir.path());
-    let server = MediaServer::start(&cert).await;
-    let extra = format!("extra_ca_file = {:?}\n{extra}", cert.cert);
-    let app = TestApp::start_in(dir, setup(std::path::Path::new("."), &extra)).await;
-    (app, server)
+    let (server, cert) = start_cdn(dir.path()).await;
+    let setup = Setup {
+        media_extra: format!(
+            "{}retry_base_ms = 50\nretry_max_ms = 200\n{extra}",
+            reaching(&cert)
+        ),
+        ..Setup::default()
+    };
+    (TestApp::start_in(dir, setup).await, server)
 }
 
 async fn wait_media(app: &TestApp, fid: &str, kind: &str, status: &str) -> serde_json::Value {
@@ -298,8 +289,7 @@ async fn redirects_are_checked_hop_by_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_off_the_allowlist_and_private_addresses_are_refused_without_a_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = cdn_cert(dir.path());
-    let cdn = MediaServer::start(&cert).await;
+    let (cdn, cert) = start_cdn(dir.path()).await;
     let setup = Setup {
         media_extra: format!(
             "allowed_hosts = [\"127.0.0.1\", \"localhost\", \"::1\", \"::ffff:127.0.0.1\", \"::ffff:7f00:1\"]\nallow_private_networks = false\nextra_ca_file = {:?}\n",
@@ -458,8 +448,7 @@ async fn a_fresh_url_replaces_one_not_fetched_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_downloads_resume_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = cdn_cert(dir.path());
-    let cdn = MediaServer::start(&cert).await;
+    let (cdn, cert) = start_cdn(dir.path()).await;
     let media = |enabled: bool| {
         Setup {
         media_extra: format!("enabled = {enabled}\nallowed_hosts = [\"127.0.0.1\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n", cert.cert),

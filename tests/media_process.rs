@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::media_server::{pattern_bytes, MediaServer};
+use common::media_server::{pattern_bytes, reaching, start_cdn};
 use common::{sign, Daemon, Reader, Setup, PATH, SECRET};
 use sha2::{Digest, Sha256};
 
@@ -25,12 +25,9 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_download_keeps_memory_flat() {
     let dir = tempfile::tempdir().unwrap();
-    let cdn_dir = dir.path().join("cdn");
-    std::fs::create_dir_all(&cdn_dir).unwrap();
-    let cdn_cert = common::make_cert(&cdn_dir);
-    let cdn = MediaServer::start(&cdn_cert).await;
+    let (cdn, cdn_cert) = start_cdn(dir.path()).await;
     let setup = Setup {
-        media_extra: format!("allowed_hosts = [\"127.0.0.1\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n", cdn_cert.cert),
+        media_extra: reaching(&cdn_cert),
         ..Setup::default()
     };
     let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);
@@ -86,12 +83,9 @@ async fn a_100_mib_download_keeps_memory_flat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_in_flight_at_kill_9_completes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cdn_dir = dir.path().join("cdn");
-    std::fs::create_dir_all(&cdn_dir).unwrap();
-    let cdn_cert = common::make_cert(&cdn_dir);
-    let cdn = MediaServer::start(&cdn_cert).await;
+    let (cdn, cdn_cert) = start_cdn(dir.path()).await;
     let setup = Setup {
-        media_extra: format!("allowed_hosts = [\"127.0.0.1\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n", cdn_cert.cert),
+        media_extra: reaching(&cdn_cert),
         ..Setup::default()
     };
     let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);

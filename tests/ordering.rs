@@ -3,43 +3,23 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::stream::{lifecycle, shuffled_with_duplicates, Event};
 use common::{Setup, TestApp};
 
 const TABLES: &[&str] = &["debts", "followups", "payments", "payment_plans", "notices"];
 
-async fn send_concurrently(app: &TestApp, events: Vec<Event>, clients: usize) {
-    let queue = Arc::new(std::sync::Mutex::new(events));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        // Each client has its own connection pool, as separate senders would.
-        let client = common::client(&app.cert);
-        let url = format!("{}{}", app.url, common::PATH);
-        let queue = queue.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Some(ev) = queue.lock().unwrap().pop() else {
-                    break;
-                };
-                let r = client
-                    .post(&url)
-                    .header(
-                        "X-GetBill-Signature",
-                        common::sign(common::SECRET, &ev.body),
-                    )
-                    .body(ev.body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200, "event {}", ev.id);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+fn signed(events: Vec<Event>) -> Vec<common::Req> {
+    events
+        .into_iter()
+        .map(|e| common::Req {
+            path: common::PATH.to_string(),
+            headers: vec![(
+                "X-GetBill-Signature".to_string(),
+                common::sign(common::SECRET, &e.body),
+            )],
+            body: e.body,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +36,7 @@ async fn shuffled_duplicated_concurrent_stream_ends_like_the_ordered_one() {
         assert_eq!(ordered.send(&ev.body).await, 200);
     }
     let shuffled = TestApp::start(Setup::default()).await;
-    send_concurrently(&shuffled, shuffled_with_duplicates(&events, 7), 6).await;
+    common::send_concurrently(&shuffled, signed(shuffled_with_duplicates(&events, 7)), 6).await;
 
     ordered.wait_projected().await;
     shuffled.wait_projected().await;

@@ -312,15 +312,11 @@ fn systemd_unit_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let cdn_dir = dir.path().join("cdn");
-    std::fs::create_dir_all(&cdn_dir).unwrap();
-    let cdn_cert = common::make_cert(&cdn_dir);
-    let cdn = common::media_server::MediaServer::start(&cdn_cert).await;
+    let (cdn, cdn_cert) = common::media_server::start_cdn(dir.path()).await;
+    let media =
+        common::media_server::reaching(&cdn_cert).replace("\"localhost\"", "\"*.cloudfront.net\"");
     let setup = Setup {
-        media_extra: format!(
-            "allowed_hosts = [\"127.0.0.1\", \"*.cloudfront.net\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n",
-            cdn_cert.cert
-        ),
+        media_extra: media,
         ..Setup::default()
     };
     let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);

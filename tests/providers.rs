@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::providers::*;
 use common::{Setup, TestApp};
 use rand::seq::SliceRandom;
@@ -50,27 +48,7 @@ async fn every_provider_ends_the_same_whatever_the_order() {
         }
     }
     mixed.shuffle(&mut rng);
-    let queue = Arc::new(Mutex::new(mixed));
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let client = common::client(&shuffled.cert);
-        let (url, queue) = (shuffled.url.clone(), queue.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Some(r) = queue.lock().unwrap().pop() else {
-                    break;
-                };
-                let mut req = client.post(format!("{url}{}", r.path)).body(r.body.clone());
-                for (k, v) in &r.headers {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                assert_eq!(req.send().await.unwrap().status(), 200, "{}", r.path);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    common::send_concurrently(&shuffled, mixed, 6).await;
 
     ordered.wait_projected().await;
     shuffled.wait_projected().await;

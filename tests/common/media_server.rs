@@ -53,6 +53,23 @@ pub struct MediaServer {
     hits: Arc<Mutex<HashMap<String, usize>>>,
 }
 
+/// A CDN with a certificate of its own, in `<dir>/cdn`, apart from the app's.
+pub async fn start_cdn(dir: &std::path::Path) -> (MediaServer, TestCert) {
+    let d = dir.join("cdn");
+    std::fs::create_dir_all(&d).unwrap();
+    let cert = super::make_cert(&d);
+    (MediaServer::start(&cert).await, cert)
+}
+
+/// The `[media]` lines that let hooksync reach the CDN: 127.0.0.1 allowed, its certificate
+/// trusted.
+pub fn reaching(cert: &TestCert) -> String {
+    format!(
+        "allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_private_networks = true\nextra_ca_file = {:?}\n",
+        cert.cert
+    )
+}
+
 impl MediaServer {
     pub async fn start(cert: &TestCert) -> MediaServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -240,6 +240,45 @@ impl Reader {
     }
 }
 
+/// One request as a sender puts it on the wire.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub path: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Sends requests from `clients` senders, each with its own connection
+/// pool as separate senders would have; every answer must be 200.
+pub async fn send_concurrently(app: &TestApp, requests: Vec<Req>, clients: usize) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(requests));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = client(&app.cert);
+        let (url, queue) = (app.url.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(Req {
+                    path,
+                    body,
+                    headers,
+                }) = queue.lock().unwrap().pop()
+                else {
+                    break;
+                };
+                let mut req = client.post(format!("{url}{path}")).body(body);
+                for (k, v) in &headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                assert_eq!(req.send().await.unwrap().status(), 200, "{path}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Asserts that two databases hold the same rows in `tables`, naming the first difference.
 pub fn assert_same_tables(a: &mut Reader, b: &mut Reader, tables: &[&str]) {
     for table in tables {

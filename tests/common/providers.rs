@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::stream::num;
+pub use super::Req;
 
 pub const BILL_KEY: &str = "test-security-key-0001";
 pub const BILL_ORG: &str = "00802DEVKGROHKDIY4zyx";
@@ -24,13 +25,6 @@ pub const TOPICS: &[&str] = &[
     "INTERNAL_SALES_INVOICE_DELETED",
     "INVENTORY_UPDATED",
 ];
-
-#[derive(Clone, Debug)]
-pub struct Req {
-    pub path: String,
-    pub body: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-}
 
 pub fn topic_path(topic: &str) -> String {
     format!("/webhooks/bl/{}", topic.to_ascii_lowercase())
