@@ -72,7 +72,7 @@ pub async fn run(
     let projector = cfg.projector.enabled.then(|| {
         let providers: HashMap<String, Arc<dyn Provider>> = endpoints
             .iter()
-            .map(|e| (e.name.to_string(), e.provider.clone()))
+            .map(|e| (e.source.to_string(), e.provider.clone()))
             .collect();
         Projector::new(
             providers,

@@ -203,6 +203,13 @@ pub struct EndpointConfig {
     pub auth_header: Option<AuthHeaderConfig>,
 }
 
+impl EndpointConfig {
+    /// The `source` of the endpoint's rows: `source` if set, else `name`.
+    pub fn source(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.name)
+    }
+}
+
 #[derive(Clone, Deserialize)]
 pub struct AuthHeaderConfig {
     pub name: String,
@@ -392,7 +399,7 @@ impl Config {
                     ep.name
                 ));
             }
-            let source = ep.source.as_deref().unwrap_or(&ep.name);
+            let source = ep.source();
             match sources.insert(source, &ep.provider) {
                 Some(other) if other != ep.provider => problems.push(format!(
                     "{at}.source: {source:?} is shared with a {other} endpoint"
@@ -421,15 +428,8 @@ impl Config {
                     crate::providers::kinds().join(", ")
                 ));
             } else if secrets.len() == ep.secrets.len() {
-                match crate::providers::build(ep, secrets) {
-                    Err(e) => problems.push(format!("{at}.{e}")),
-                    Ok(p)
-                        if ep.tenant.as_deref().is_some_and(|t| !t.is_empty())
-                            && !p.has_tenant() =>
-                    {
-                        problems.push(format!("{at}.tenant: {} events carry no tenant", p.kind()))
-                    }
-                    Ok(_) => {}
+                if let Err(e) = crate::providers::Endpoint::from_parts(ep, secrets) {
+                    problems.push(format!("{at}.{e}"));
                 }
             }
         }

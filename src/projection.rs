@@ -239,10 +239,6 @@ impl<'c> Tx<'c> {
         }
     }
 
-    pub fn event(&self) -> &QueuedEvent {
-        self.event
-    }
-
     pub fn outcome(&self) -> Outcome {
         if self.changed {
             Outcome::Applied
@@ -434,9 +430,6 @@ pub fn get_path<'v>(data: &'v Map<String, Value>, path: &str) -> Option<&'v Valu
 }
 
 fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
-    if let Kind::Flag = c.kind {
-        return Val::Int(Some(1));
-    }
     let v = get_path(data, c.path).filter(|v| !v.is_null());
     match c.kind {
         Kind::Text | Kind::Money => Val::Text(v.map(|v| match v {

@@ -16,7 +16,16 @@ pub struct Projector {
     metrics: Arc<Metrics>,
     /// Told when projected events leave media to fetch, so the fetcher starts at once.
     media_wake: Option<Arc<tokio::sync::Notify>>,
-    media_pending: std::cell::Cell<bool>,
+}
+
+/// What applying one event came to.
+enum Applied {
+    Done {
+        outcome: Outcome,
+        media: bool,
+    },
+    /// The event cannot be applied as it is; it is marked `failed` with this reason.
+    Failed(String),
 }
 
 const NEXT_QUEUED: &str =
@@ -26,7 +35,7 @@ const NEXT_QUEUED: &str =
 const MARK: &str = "UPDATE events SET status = ?, attempts = attempts + 1, last_error = ?, applied_at = ? WHERE seq = ?";
 
 impl Projector {
-    /// `providers` maps each endpoint name (the `source` of its events) to its provider.
+    /// `providers` maps each endpoint's `source` to its provider.
     pub fn new(
         providers: HashMap<String, Arc<dyn Provider>>,
         batch: usize,
@@ -38,7 +47,6 @@ impl Projector {
             batch: i64::try_from(batch).unwrap_or(i64::MAX),
             metrics,
             media_wake,
-            media_pending: std::cell::Cell::new(false),
         }
     }
 
@@ -47,28 +55,26 @@ impl Projector {
     pub fn run_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
         let now = crate::timefmt::format(crate::timefmt::now());
         // Projecting can be redone from the log: its commits ride on the next synced ingest commit.
-        let (n, counts) = db.transaction(Durability::Deferred, |db| {
+        let (n, counts, media) = db.transaction(Durability::Deferred, |db| {
             let events: Vec<QueuedEvent> = db.load(Stmt::new(NEXT_QUEUED).int(self.batch))?;
-            let mut counts = [0u64; 3];
+            let (mut counts, mut media) = ([0u64; 3], false);
             for ev in &events {
-                let (status, error) = match self.apply(db, ev, &now)? {
-                    Ok(Outcome::Applied) => ("applied", None),
-                    Ok(Outcome::Stale) => ("stale", None),
-                    Err(why) => {
+                let (status, error, slot) = match self.apply(db, ev, &now)? {
+                    Applied::Done { outcome, media: m } => {
+                        media |= m;
+                        (outcome.as_str(), None, usize::from(outcome == Outcome::Stale))
+                    }
+                    Applied::Failed(why) => {
                         tracing::warn!(source = %ev.source, event_id = %ev.event_id, error = %why, "event cannot be applied");
-                        ("failed", Some(why))
+                        ("failed", Some(why), 2)
                     }
                 };
-                counts[match status {
-                    "applied" => 0,
-                    "stale" => 1,
-                    _ => 2,
-                }] += 1;
+                counts[slot] += 1;
                 db.exec(Stmt::new(MARK).text(status).opt_text(error.as_deref()).text(&now).int(ev.seq))?;
             }
-            Ok::<_, StoreError>((events.len(), counts))
+            Ok::<_, StoreError>((events.len(), counts, media))
         })?;
-        if self.media_pending.take() {
+        if media {
             if let Some(w) = &self.media_wake {
                 w.notify_one();
             }
@@ -80,16 +86,11 @@ impl Projector {
     }
 
     /// Applies one event inside a savepoint, so an event that fails half-way leaves nothing
-    /// behind. The outer `Err` is a database failure; the inner one says why the event is bad.
-    fn apply(
-        &self,
-        db: &mut Db,
-        ev: &QueuedEvent,
-        now: &str,
-    ) -> Result<Result<Outcome, String>, StoreError> {
+    /// behind. `Err` is a database failure, which rolls the whole chunk back.
+    fn apply(&self, db: &mut Db, ev: &QueuedEvent, now: &str) -> Result<Applied, StoreError> {
         let Some(provider) = self.providers.get(&ev.source) else {
-            return Ok(Err(format!(
-                "no endpoint named {:?} is configured",
+            return Ok(Applied::Failed(format!(
+                "no endpoint with source {:?} is configured",
                 ev.source
             )));
         };
@@ -100,12 +101,11 @@ impl Projector {
         match result {
             Ok(outcome) => {
                 db.batch("RELEASE event")?;
-                self.media_pending.set(self.media_pending.get() || media);
-                Ok(Ok(outcome))
+                Ok(Applied::Done { outcome, media })
             }
             Err(ProjectError::BadEvent(why)) => {
                 db.batch("ROLLBACK TO event; RELEASE event")?;
-                Ok(Err(why))
+                Ok(Applied::Failed(why))
             }
             Err(ProjectError::Store(e)) => Err(e),
         }

@@ -208,13 +208,13 @@ impl Webhooks {
             };
         let received_at = crate::timefmt::now();
         let verified = endpoint.verify(&parts.headers, &body).map_err(|e| {
-            tracing::debug!(endpoint = %endpoint.name, reason = %e, "signature refused");
+            tracing::debug!(endpoint = %endpoint.source, reason = %e, "signature refused");
             Reject::Auth(e)
         })?;
         let event = verified
             .into_event(received_at, self.limits.max_json_depth)
             .map_err(Reject::Refused)?;
-        tracing::debug!(endpoint = %endpoint.name, event_id = %event.event_id, status = event.status.as_str(), "authentic event");
+        tracing::debug!(endpoint = %endpoint.source, event_id = %event.event_id, status = event.status.as_str(), "authentic event");
         self.inbox.submit(event).await.map_err(Reject::Inbox)
     }
 }

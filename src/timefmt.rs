@@ -37,11 +37,6 @@ pub fn parse(s: &str) -> Option<OffsetDateTime> {
         .map(PrimitiveDateTime::assume_utc)
 }
 
-/// Microseconds since the epoch, the first part of an event's position.
-pub fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }

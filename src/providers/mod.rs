@@ -228,7 +228,7 @@ pub fn id_text(v: &Value) -> Option<String> {
 /// A configured endpoint: where it listens and which provider (with its secrets) speaks there.
 pub struct Endpoint {
     /// The `source` of its events and rows.
-    pub name: Arc<str>,
+    pub source: Arc<str>,
     pub path: String,
     pub provider: Arc<dyn Provider>,
     pub tenant: Option<String>,
@@ -285,24 +285,30 @@ pub struct NewEvent {
 }
 
 impl Endpoint {
+    /// Resolves the endpoint's secrets and builds it (what the daemon does at start).
     pub fn from_config(cfg: &EndpointConfig) -> Result<Endpoint, String> {
         let secrets = cfg
             .secrets
             .iter()
             .map(|s| Secret::resolve(s))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("endpoint {}: {e}", cfg.name))?;
-        let provider = build(cfg, secrets).map_err(|e| format!("endpoint {}: {e}", cfg.name))?;
+            .map_err(|e| format!("endpoint {}: secrets: {e}", cfg.name))?;
+        Self::from_parts(cfg, secrets).map_err(|e| format!("endpoint {}: {e}", cfg.name))
+    }
+
+    /// Builds the endpoint from resolved secrets. Errors start with the key they concern, so
+    /// `check-config` can name it.
+    pub fn from_parts(cfg: &EndpointConfig, secrets: Vec<Secret>) -> Result<Endpoint, String> {
+        let provider = build(cfg, secrets)?;
         let tenant = cfg.tenant.clone().filter(|t| !t.is_empty());
         if tenant.is_some() && !provider.has_tenant() {
             return Err(format!(
-                "endpoint {}: tenant: {} events carry no tenant",
-                cfg.name,
+                "tenant: {} events carry no tenant",
                 provider.kind()
             ));
         }
         Ok(Endpoint {
-            name: Arc::from(cfg.source.as_deref().unwrap_or(&cfg.name)),
+            source: Arc::from(cfg.source()),
             path: cfg.path.clone(),
             provider,
             tenant,
@@ -350,7 +356,7 @@ impl Verified<'_> {
                     .map(crate::timefmt::format)
                     .unwrap_or_else(|| received.clone());
                 Ok(NewEvent {
-                    source: ep.name.clone(),
+                    source: ep.source.clone(),
                     provider: ep.provider.kind(),
                     rank: lifecycle_rank(&env.event_type),
                     status: if env.handled {
@@ -369,7 +375,7 @@ impl Verified<'_> {
                 })
             }
             Err(why) => Ok(NewEvent {
-                source: ep.name.clone(),
+                source: ep.source.clone(),
                 provider: ep.provider.kind(),
                 event_id: format!("sha256:{}", hex::encode(Sha256::digest(self.body))),
                 event_type: None,

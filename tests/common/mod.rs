@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{Nullable, Text};
 use diesel::QueryableByName;
 use hooksync::store::{Db, DbOptions, DbUrl, Stmt};
 use tokio::sync::oneshot;
@@ -134,12 +134,6 @@ struct JsonRow {
     j: Option<String>,
 }
 
-#[derive(QueryableByName)]
-struct CountRow {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 impl Reader {
     pub fn open(path: &Path) -> Reader {
         let db = Db::connect(&DbOptions {
@@ -151,8 +145,7 @@ impl Reader {
     }
 
     pub fn count(&mut self, sql: &str) -> i64 {
-        let rows: Vec<CountRow> = self.db.load(Stmt::new(sql)).expect(sql);
-        rows.first().map(|r| r.n).unwrap_or(0)
+        self.db.count(sql).expect(sql)
     }
 
     /// Runs a query whose single column `j` is JSON text.
