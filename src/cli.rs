@@ -44,7 +44,7 @@ pub fn main() -> ExitCode {
         println!(
             "configuration OK: {} endpoint(s), database {}",
             cfg.endpoints.len(),
-            redact_url(&cfg.database.url)
+            crate::store::redact_url(&cfg.database.url)
         );
         return ExitCode::SUCCESS;
     }
@@ -65,13 +65,6 @@ pub fn main() -> ExitCode {
 }
 
 /// Drops a password from a database URL before it is printed.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
 fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let mut spec = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
@@ -128,17 +121,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
         _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_do_not_print() {
-        assert_eq!(
-            super::redact_url("postgres://u:pw@h/db"),
-            "postgres://***@h/db"
-        );
-        assert_eq!(super::redact_url("sqlite://h.db"), "sqlite://h.db");
     }
 }

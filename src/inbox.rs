@@ -17,7 +17,7 @@ use crate::media;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::providers::{EventStatus, NewEvent};
-use crate::store::{Db, DbOptions, Durability, Stmt, StoreError};
+use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -160,10 +160,60 @@ struct StoreThread {
 /// Commits between two checkpoints finished by the writer itself.
 const CHECKPOINT_EVERY: u64 = 512;
 
-const INSERT_EVENT: &str =
-    "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, \
-     tenant, payload, raw_body, status, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (source, event_id) DO NOTHING";
+const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, event_type, \
+     occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error) VALUES ";
+const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const ON_CONFLICT: &str = " ON CONFLICT (source, event_id) DO NOTHING";
+
+/// Binds one event's values in `EVENT_ROW` order.
+fn bind_event<'a>(s: Stmt<'a>, ev: &'a NewEvent) -> Stmt<'a> {
+    s.text(&ev.source)
+        .text(ev.provider)
+        .text(&ev.event_id)
+        .opt_text(ev.event_type.as_deref())
+        .time(&ev.occurred_at)
+        .int(ev.rank)
+        .time(&ev.received_at)
+        .opt_text(ev.tenant.as_deref())
+        .opt_json(ev.payload.as_deref())
+        .opt_blob(ev.raw_body.as_deref())
+        .text(ev.status.as_str())
+        .opt_text(ev.last_error.as_deref())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    source: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+/// What becomes of an event the database refused outright (it should never happen: the
+/// envelope already keeps out what a backend cannot store). It is kept the way an unreadable
+/// body is, so the sender is answered and the bytes are not lost.
+fn refused(ev: &NewEvent, why: &StoreError) -> NewEvent {
+    use sha2::Digest;
+    let bytes = ev
+        .raw_body
+        .clone()
+        .or_else(|| ev.payload.as_ref().map(|p| p.clone().into_bytes()))
+        .unwrap_or_default();
+    NewEvent {
+        source: ev.source.clone(),
+        provider: ev.provider,
+        event_id: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+        event_type: None,
+        occurred_at: ev.received_at.clone(),
+        rank: 1,
+        received_at: ev.received_at.clone(),
+        tenant: None,
+        payload: None,
+        raw_body: Some(bytes),
+        status: EventStatus::Invalid,
+        last_error: Some(format!("the database refused the event: {why}")),
+    }
+}
 
 impl StoreThread {
     fn run(mut self) {
@@ -207,16 +257,20 @@ impl StoreThread {
 
     /// Runs one projector chunk; true while there may be more to do.
     fn project_chunk(&mut self) -> bool {
-        let (Some(projector), Some(db)) = (&self.projector, self.db.as_mut()) else {
+        let Some(projector) = self.projector.take() else {
             return false;
         };
-        match projector.run_chunk(db) {
+        let result = self.connection().and_then(|db| projector.run_chunk(db));
+        self.projector = Some(projector);
+        match result {
             Ok(n) => n > 0,
             Err(e) => {
-                tracing::warn!(error = %e, "projector chunk failed; retrying at the next poll");
-                if e.is_connection_lost() {
-                    self.db = None;
+                if e.is_transient() {
+                    tracing::info!(error = %e, "projector chunk rolled back; retrying at the next poll");
+                } else {
+                    tracing::warn!(error = %e, "projector chunk failed; retrying at the next poll");
                 }
+                self.db = None;
                 false
             }
         }
@@ -268,7 +322,7 @@ impl StoreThread {
             match cmd {
                 Command::MediaDue(at, limit, reply) => {
                     let r = self.connection().and_then(|db| media::due(db, &at, limit));
-                    let _ = reply.send(r.map_err(|e| InboxError::Unavailable(e.to_string())));
+                    let _ = reply.send(self.checked(r));
                 }
                 Command::MediaDone(done, reply) => {
                     let (key, digest, outcome) = *done;
@@ -277,19 +331,25 @@ impl StoreThread {
                             media::record(db, &key, &digest, &outcome, &now)
                         })
                     });
-                    let _ = reply.send(r.map_err(|e| InboxError::Unavailable(e.to_string())));
+                    let _ = reply.send(self.checked(r));
                 }
                 Command::Ingest(..) | Command::Ping(..) => {}
             }
         }
         for reply in pings {
-            let r = self
-                .connection()
-                .and_then(Db::heartbeat)
-                .map_err(|e| InboxError::Unavailable(e.to_string()));
-            let _ = reply.send(r);
+            let r = self.connection().and_then(Db::heartbeat);
+            let _ = reply.send(self.checked(r));
         }
         queued_new
+    }
+
+    /// Turns a store error into the inbox's, dropping the connection: the next command opens
+    /// a fresh one, which is how the thread recovers once the database is back.
+    fn checked<T>(&mut self, r: Result<T, StoreError>) -> Result<T, InboxError> {
+        r.map_err(|e| {
+            self.db = None;
+            InboxError::Unavailable(e.to_string())
+        })
     }
 
     fn connection(&mut self) -> Result<&mut Db, StoreError> {
@@ -304,31 +364,18 @@ impl StoreThread {
 
     fn commit(&mut self, events: &[(Box<NewEvent>, Reply)]) -> Result<Vec<bool>, StoreError> {
         let db = self.connection()?;
-        let result = db.transaction(Durability::Synced, |db| {
-            let mut out = Vec::with_capacity(events.len());
-            for (ev, _) in events {
-                let n = db.exec(
-                    Stmt::new(INSERT_EVENT)
-                        .text(&ev.source)
-                        .text(ev.provider)
-                        .text(&ev.event_id)
-                        .opt_text(ev.event_type.as_deref())
-                        .text(&ev.occurred_at)
-                        .int(ev.rank)
-                        .text(&ev.received_at)
-                        .opt_text(ev.tenant.as_deref())
-                        .opt_text(ev.payload.as_deref())
-                        .opt_blob(ev.raw_body.as_deref())
-                        .text(ev.status.as_str())
-                        .opt_text(ev.last_error.as_deref()),
-                )?;
-                out.push(n == 1);
+        let evs: Vec<&NewEvent> = events.iter().map(|(ev, _)| ev.as_ref()).collect();
+        let mut result = db.transaction(Durability::Synced, |db| insert_batch(db, &evs));
+        if let Err(e) = &result {
+            if !e.is_transient() {
+                tracing::warn!(error = %e, "batch refused; storing its events one at a time");
+                result = db.transaction(Durability::Synced, |db| insert_one_by_one(db, &evs));
             }
-            Ok::<_, StoreError>(out)
-        });
+        }
         match &result {
-            Err(e) if e.is_connection_lost() => self.db = None,
-            Err(_) => {}
+            // A fresh connection costs little next to a commit that failed; it also clears
+            // whatever state the failure left behind on a PostgreSQL session.
+            Err(_) => self.db = None,
             Ok(_) => {
                 self.commits += 1;
                 if self.commits % CHECKPOINT_EVERY == 0 {
@@ -340,4 +387,77 @@ impl StoreThread {
         }
         result
     }
+}
+
+/// Inserts a batch, skipping known ids; says for each event whether it is new.
+///
+/// SQLite takes one short statement per event (it runs in-process; what costs is the sync).
+/// PostgreSQL takes the batch in one statement, in key order: two instances inserting
+/// overlapping batches then wait on each other's rows in the same order and cannot deadlock,
+/// and the one that waited sees the other's row and skips it once that commits.
+fn insert_batch(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+    match db.backend() {
+        Backend::Sqlite => {
+            let mut out = Vec::with_capacity(evs.len());
+            for ev in evs {
+                let sql = insert_one_sql();
+                out.push(db.exec(bind_event(Stmt::new(sql), ev))? == 1);
+            }
+            Ok(out)
+        }
+        Backend::Postgres => {
+            let mut order: Vec<usize> = (0..evs.len()).collect();
+            order.sort_by(|&a, &b| {
+                (&*evs[a].source, &evs[a].event_id).cmp(&(&*evs[b].source, &evs[b].event_id))
+            });
+            let rows = vec![EVENT_ROW; evs.len()].join(", ");
+            let sql = format!("{INSERT_EVENTS}{rows}{ON_CONFLICT} RETURNING source, event_id");
+            let mut stmt = Stmt::new(&sql);
+            for &i in &order {
+                stmt = bind_event(stmt, evs[i]);
+            }
+            let inserted: std::collections::HashSet<(String, String)> = db
+                .load::<Inserted>(stmt)?
+                .into_iter()
+                .map(|r| (r.source, r.event_id))
+                .collect();
+            // The first of several equal ids in one batch is the one stored.
+            let mut seen = std::collections::HashSet::new();
+            Ok(evs
+                .iter()
+                .map(|ev| {
+                    let key = (ev.source.to_string(), ev.event_id.clone());
+                    inserted.contains(&key) && seen.insert(key)
+                })
+                .collect())
+        }
+    }
+}
+
+/// The slow path after a refused batch: each event in a savepoint of its own; one the
+/// database refuses is stored as `invalid` (see [`refused`]).
+fn insert_one_by_one(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+    let sql = insert_one_sql();
+    let mut out = Vec::with_capacity(evs.len());
+    for ev in evs {
+        db.batch("SAVEPOINT event")?;
+        let n = match db.exec(bind_event(Stmt::new(sql), ev)) {
+            Ok(n) => n,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                db.batch("ROLLBACK TO event")?;
+                tracing::error!(source = %ev.source, error = %e, "event refused by the database; kept as invalid");
+                let stand_in = refused(ev, &e);
+                db.exec(bind_event(Stmt::new(sql), &stand_in))?
+            }
+        };
+        db.batch("RELEASE event")?;
+        out.push(n == 1);
+    }
+    Ok(out)
+}
+
+fn insert_one_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| format!("{INSERT_EVENTS}{EVENT_ROW}{ON_CONFLICT}"))
 }

@@ -17,7 +17,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::{Map, Value};
 
-use crate::store::{Bind, Db, Stmt, StoreError};
+use crate::store::{Backend, Bind, Db, Stmt, StoreError};
 
 /// How a column's value is read from the provider object.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,8 @@ pub struct Mapping {
     /// Key columns besides `source`.
     pub key: &'static [&'static str],
     pub cols: &'static [Col],
-    select_sql: OnceLock<String>,
+    select_sql: [OnceLock<String>; 2],
+    claim_sql: OnceLock<String>,
     upsert_sql: OnceLock<String>,
 }
 
@@ -69,21 +70,50 @@ impl Mapping {
             table,
             key,
             cols,
-            select_sql: OnceLock::new(),
+            select_sql: [OnceLock::new(), OnceLock::new()],
+            claim_sql: OnceLock::new(),
             upsert_sql: OnceLock::new(),
         }
     }
 
-    fn select_sql(&self) -> &str {
-        self.select_sql.get_or_init(|| {
+    /// Reads the current row. On PostgreSQL it also locks it: another instance's projector
+    /// may be merging into the same row, and the merge must start from what it committed.
+    fn select_sql(&self, b: Backend) -> &str {
+        self.select_sql[b as usize].get_or_init(|| {
             let mut sql = format!(
-                "SELECT data, versions, last_event_id, last_event_at, deleted_at FROM {} WHERE source = ?",
+                "SELECT {} AS data, {} AS versions, last_event_id, {} AS last_event_at, {} AS deleted_at \
+                 FROM {} WHERE source = ?",
+                b.json_text("data"),
+                b.json_text("versions"),
+                b.time_text("last_event_at"),
+                b.time_text("deleted_at"),
                 self.table
             );
             for k in self.key {
                 sql.push_str(&format!(" AND \"{k}\" = ?"));
             }
+            if b == Backend::Postgres {
+                sql.push_str(" FOR UPDATE");
+            }
             sql
+        })
+    }
+
+    /// PostgreSQL only: makes sure the row exists before it is read and locked, so two
+    /// instances creating the same row take turns instead of both merging into nothing. The
+    /// empty row (`versions` without `$last`) counts as absent; the event's own savepoint
+    /// removes it again if the event fails.
+    fn claim_sql(&self) -> &str {
+        self.claim_sql.get_or_init(|| {
+            let mut names = vec!["source".to_string()];
+            names.extend(self.key.iter().map(|k| format!("\"{k}\"")));
+            let marks = vec!["?"; names.len()].join(", ");
+            format!(
+                "INSERT INTO {} ({}, data, versions, synced_at) VALUES ({marks}, '{{}}', '{{}}', now()) \
+                 ON CONFLICT DO NOTHING",
+                self.table,
+                names.join(", ")
+            )
         })
     }
 
@@ -224,7 +254,24 @@ pub struct Tx<'c> {
 
 enum Val {
     Text(Option<String>),
+    Time(Option<String>),
+    Money(Option<String>),
+    Json(Option<String>),
     Int(Option<i64>),
+    Bool(Option<bool>),
+}
+
+impl Val {
+    fn bind(&self) -> Bind<'_> {
+        match self {
+            Val::Text(t) => Bind::Text(t.as_deref()),
+            Val::Time(t) => Bind::Time(t.as_deref()),
+            Val::Money(t) => Bind::Money(t.as_deref()),
+            Val::Json(t) => Bind::Json(t.as_deref()),
+            Val::Int(i) => Bind::Int(*i),
+            Val::Bool(b) => Bind::Bool(*b),
+        }
+    }
 }
 
 impl<'c> Tx<'c> {
@@ -262,11 +309,24 @@ impl<'c> Tx<'c> {
                 m.table
             )));
         }
-        let mut select = Stmt::new(m.select_sql()).text(&self.event.source);
+        let backend = self.db.backend();
+        if backend == Backend::Postgres {
+            let mut claim = Stmt::new(m.claim_sql()).text(&self.event.source);
+            for k in key {
+                claim = claim.text(k);
+            }
+            self.db.exec(claim)?;
+        }
+        let mut select = Stmt::new(m.select_sql(backend)).text(&self.event.source);
         for k in key {
             select = select.text(k);
         }
-        let current: Option<CurrentRow> = self.db.load(select)?.into_iter().next();
+        let current: Option<CurrentRow> = self
+            .db
+            .load::<CurrentRow>(select)?
+            .into_iter()
+            .next()
+            .filter(|r| r.versions != "{}");
         let fresh = current.is_none();
         let (mut data, mut versions, mut last_id, mut last_at, mut deleted_at) = match current {
             Some(r) => (
@@ -331,18 +391,15 @@ impl<'c> Tx<'c> {
             up = up.text(k);
         }
         for v in &values {
-            up = up.bind(match v {
-                Val::Text(t) => Bind::Text(t.as_deref()),
-                Val::Int(i) => Bind::Int(*i),
-            });
+            up = up.bind(v.bind());
         }
         up = up
-            .text(&data_text)
-            .text(&versions_text)
+            .json(&data_text)
+            .json(&versions_text)
             .opt_text(last_id.as_deref())
-            .opt_text(last_at.as_deref())
-            .opt_text(deleted_at.as_deref())
-            .text(self.now);
+            .opt_time(last_at.as_deref())
+            .opt_time(deleted_at.as_deref())
+            .time(self.now);
         self.db.exec(up)?;
         self.changed = true;
         Ok(Some(data))
@@ -396,11 +453,11 @@ impl<'c> Tx<'c> {
             .text(&e.event_id)
             .text(kind)
             .opt_text(company_id)
-            .text(&e.occurred_at)
-            .text(&data_text)
+            .time(&e.occurred_at)
+            .json(&data_text)
             .text(&e.event_id)
-            .text(&e.occurred_at)
-            .text(self.now),
+            .time(&e.occurred_at)
+            .time(self.now),
         )?;
         self.changed |= n > 0;
         Ok(())
@@ -431,13 +488,17 @@ pub fn get_path<'v>(data: &'v Map<String, Value>, path: &str) -> Option<&'v Valu
 
 fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
     let v = get_path(data, c.path).filter(|v| !v.is_null());
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     match c.kind {
-        Kind::Text | Kind::Money => Val::Text(v.map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })),
-        Kind::Json => Val::Text(v.map(Value::to_string)),
-        Kind::Timestamp => Val::Text(
+        Kind::Text => Val::Text(v.map(text)),
+        // Only a plain decimal reaches the column (`data` keeps whatever arrived): NUMERIC
+        // would refuse anything else, and a column of amounts must hold amounts.
+        Kind::Money => Val::Money(v.map(text).filter(|t| is_decimal(t))),
+        Kind::Json => Val::Json(v.map(Value::to_string)),
+        Kind::Timestamp => Val::Time(
             v.and_then(Value::as_str)
                 .and_then(crate::timefmt::parse)
                 .map(crate::timefmt::format),
@@ -453,9 +514,31 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         })),
-        Kind::Flag => Val::Int(Some(1)),
-        Kind::Bool => Val::Int(v.and_then(Value::as_bool).map(i64::from)),
+        Kind::Flag => Val::Bool(Some(true)),
+        Kind::Bool => Val::Bool(v.and_then(Value::as_bool)),
     }
+}
+
+/// `-12.50`, `1250`, `1.5e3`: an optional sign, digits with an optional fraction, and a small
+/// exponent; at most 100 characters.
+fn is_decimal(t: &str) -> bool {
+    let (mantissa, exponent) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let m = mantissa.strip_prefix(['-', '+']).unwrap_or(mantissa);
+    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let exp_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.len() <= 3 && digits(e)
+    });
+    t.len() <= 100
+        && !int.is_empty()
+        && digits(int)
+        && digits(frac)
+        && (!m.contains('.') || !frac.is_empty())
+        && exp_ok
 }
 
 /// Any object kind a provider has no table for: keyed by (source, kind, id).
@@ -484,13 +567,30 @@ mod tests {
         )
         .unwrap();
         match column_value(&data, &col("amount", "amount", Kind::Money)) {
-            Val::Text(Some(s)) => assert_eq!(s, "1250.00"),
+            Val::Money(Some(s)) => assert_eq!(s, "1250.00"),
             _ => panic!("amount lost"),
         }
         match column_value(&data, &col("tiny", "tiny", Kind::Money)) {
-            Val::Text(Some(s)) => assert_eq!(s, "0.1000000000000000055511151231257827"),
+            Val::Money(Some(s)) => assert_eq!(s, "0.1000000000000000055511151231257827"),
             _ => panic!("digits lost"),
         }
+    }
+
+    #[test]
+    fn only_decimals_reach_a_money_column() {
+        for ok in ["0", "-12.50", "+3", "1250.00", "1.5e3", "2E-2"] {
+            assert!(is_decimal(ok), "{ok}");
+        }
+        for bad in [
+            "", "-", "12,50", "1.", ".5", "NaN", "Infinity", "1e", "1e99999", "12 EUR", "0x10",
+        ] {
+            assert!(!is_decimal(bad), "{bad}");
+        }
+        let data: Map<String, Value> = serde_json::from_str(r#"{"amount": "N/A"}"#).unwrap();
+        assert!(matches!(
+            column_value(&data, &col("amount", "amount", Kind::Money)),
+            Val::Money(None)
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
 use crate::providers::Provider;
-use crate::store::{Db, Durability, Stmt, StoreError};
+use crate::store::{Backend, Db, Durability, Sql, Stmt, StoreError};
 
 pub struct Projector {
     providers: HashMap<String, Arc<dyn Provider>>,
@@ -28,9 +28,21 @@ enum Applied {
     Failed(String),
 }
 
-const NEXT_QUEUED: &str =
-    "SELECT seq, source, event_id, event_type, occurred_at, rank, payload FROM events \
-     WHERE status = 'queued' ORDER BY occurred_at, rank, seq LIMIT ?";
+/// The next events in the order they happened. On PostgreSQL the chunk is claimed: its rows
+/// stay locked until the chunk commits, and other instances' projectors skip them and take
+/// the next ones, so no event is applied twice.
+static NEXT_QUEUED: Sql = Sql::new(|b| {
+    let claim = match b {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    format!(
+        "SELECT seq, source, event_id, event_type, {} AS occurred_at, rank, {} AS payload FROM events \
+         WHERE status = 'queued' ORDER BY occurred_at, rank, seq LIMIT ?{claim}",
+        b.time_text("occurred_at"),
+        b.json_text("payload")
+    )
+});
 
 const MARK: &str = "UPDATE events SET status = ?, attempts = attempts + 1, last_error = ?, applied_at = ? WHERE seq = ?";
 
@@ -56,7 +68,8 @@ impl Projector {
         let now = crate::timefmt::format(crate::timefmt::now());
         // Projecting can be redone from the log: its commits ride on the next synced ingest commit.
         let (n, counts, media) = db.transaction(Durability::Deferred, |db| {
-            let events: Vec<QueuedEvent> = db.load(Stmt::new(NEXT_QUEUED).int(self.batch))?;
+            let sql = NEXT_QUEUED.get(db.backend());
+            let events: Vec<QueuedEvent> = db.load(Stmt::new(sql).int(self.batch))?;
             let (mut counts, mut media) = ([0u64; 3], false);
             for ev in &events {
                 let (status, error, slot) = match self.apply(db, ev, &now)? {
@@ -70,7 +83,7 @@ impl Projector {
                     }
                 };
                 counts[slot] += 1;
-                db.exec(Stmt::new(MARK).text(status).opt_text(error.as_deref()).text(&now).int(ev.seq))?;
+                db.exec(Stmt::new(MARK).text(status).opt_text(error.as_deref()).time(&now).int(ev.seq))?;
             }
             Ok::<_, StoreError>((events.len(), counts, media))
         })?;
@@ -107,6 +120,13 @@ impl Projector {
                 db.batch("ROLLBACK TO event; RELEASE event")?;
                 Ok(Applied::Failed(why))
             }
+            // The database refused what this event writes (a value out of a column's range,
+            // say): that is the event's fault, not the chunk's. Lost connections and lock
+            // conflicts roll the chunk back to be tried again.
+            Err(ProjectError::Store(e)) if !e.is_transient() => {
+                db.batch("ROLLBACK TO event; RELEASE event")?;
+                Ok(Applied::Failed(format!("the database refused it: {e}")))
+            }
             Err(ProjectError::Store(e)) => Err(e),
         }
     }
@@ -135,7 +155,10 @@ mod tests {
             busy_timeout_ms: 100,
         })
         .unwrap();
-        let sql = format!("EXPLAIN QUERY PLAN {}", super::NEXT_QUEUED);
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::NEXT_QUEUED.get(crate::store::Backend::Sqlite)
+        );
         let plan: Vec<Plan> = db.load(Stmt::new(&sql).int(128)).unwrap();
         let text: Vec<&str> = plan.iter().map(|p| p.detail.as_str()).collect();
         assert!(

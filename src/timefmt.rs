@@ -17,9 +17,15 @@ pub fn format(t: OffsetDateTime) -> String {
 
 /// Reads a provider timestamp: RFC 3339 with an offset, or a naive date-time taken as UTC
 /// (some senders drop the offset). Anything else is `None`.
+/// Years outside 1..=9999 are refused too: PostgreSQL has no year 0, and the stored text must
+/// stay fixed width.
 pub fn parse(s: &str) -> Option<OffsetDateTime> {
+    parse_any(s).filter(|t| (1..=9999).contains(&t.year()))
+}
+
+fn parse_any(s: &str) -> Option<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Some(t.to_offset(UtcOffset::UTC));
+        return t.checked_to_offset(UtcOffset::UTC);
     }
     const NAIVE: &[time::format_description::BorrowedFormatItem<'static>] =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
@@ -56,6 +62,8 @@ mod tests {
         let t = parse("2024-01-22 10:30:00.5").unwrap();
         assert_eq!(format(t), "2024-01-22T10:30:00.500000Z");
         assert!(parse("yesterday").is_none());
+        assert!(parse("0000-06-01T00:00:00Z").is_none());
+        assert!(parse("0001-01-01T00:30:00+01:00").is_none());
         assert!(parse("").is_none());
     }
 

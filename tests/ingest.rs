@@ -232,10 +232,7 @@ async fn numeric_ids_are_stored_as_decimal_text() {
     let row = db.row("debts", "id", "789");
     assert_eq!(row["company_id"], "123");
     assert_eq!(row["amount"], "1000.00");
-    assert_eq!(
-        db.json("SELECT json_group_array(tenant) AS j FROM events")[0],
-        "123"
-    );
+    assert_eq!(db.list("tenant", "FROM events")[0], "123");
     app.stop().await;
 }
 
@@ -319,7 +316,7 @@ async fn a_store_that_cannot_commit_gets_503_and_readyz_fails() {
 
     // Another process holds the write lock: hooksync cannot commit.
     let mut locker = app.reader();
-    locker.raw().batch("BEGIN EXCLUSIVE").unwrap();
+    locker.lock_writes();
     let r = app
         .post(
             SEED_EVENT.as_bytes(),
@@ -338,7 +335,7 @@ async fn a_store_that_cannot_commit_gets_503_and_readyz_fails() {
             .status(),
         200
     );
-    locker.raw().batch("ROLLBACK").unwrap();
+    locker.unlock_writes();
 
     // The lock is gone: the retry is stored, and it is the first time.
     assert_eq!(ready(&app).await, 200);

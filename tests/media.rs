@@ -48,10 +48,13 @@ async fn start(extra: &str) -> (TestApp, MediaServer) {
 
 async fn wait_media(app: &TestApp, fid: &str, kind: &str, status: &str) -> serde_json::Value {
     let mut db = app.reader();
-    let sql = format!("SELECT json_object('status', status, 'path', path, 'sha256', sha256, 'bytes', bytes, 'content_type', content_type, 'attempts', attempts, 'last_error', last_error, 'url_host', url_host, 'url_path', url_path) AS j FROM media WHERE followup_id = '{fid}' AND kind = '{kind}'");
+    let cond = format!("followup_id = '{fid}' AND kind = '{kind}'");
     let start = std::time::Instant::now();
     loop {
-        let row = db.json(&sql);
+        let row = db
+            .rows_where("media", &cond)
+            .pop()
+            .unwrap_or(serde_json::Value::Null);
         if row["status"] == status {
             return row;
         }

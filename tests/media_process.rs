@@ -50,14 +50,14 @@ async fn a_100_mib_download_keeps_memory_flat() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let mut db = Reader::open(&dir.path().join("hooksync.db"));
+    let mut db = Reader::open(dir.path());
     common::wait_until("the 100 MiB file", Duration::from_secs(120), || {
         db.count("SELECT COUNT(*) AS n FROM media WHERE status IN ('fetched', 'failed', 'expired')")
             == 1
     })
     .await;
     let peak = status_kib(d.pid(), "VmHWM:");
-    let row = db.json("SELECT json_object('status', status, 'bytes', bytes, 'sha256', sha256, 'last_error', last_error) AS j FROM media");
+    let row = db.rows_where("media", "true").pop().unwrap_or_default();
     assert_eq!(row["status"], "fetched", "{row}");
     assert_eq!(row["bytes"], SIZE);
     let mut h = Sha256::new();
@@ -115,7 +115,7 @@ async fn a_download_in_flight_at_kill_9_completes_after_restart() {
     d.child.wait().unwrap();
 
     let _d2 = Daemon::spawn(&config, &cert, port, admin).await;
-    let mut db = Reader::open(&dir.path().join("hooksync.db"));
+    let mut db = Reader::open(dir.path());
     common::wait_until("the download to complete after restart", Duration::from_secs(30), || {
         db.count("SELECT COUNT(*) AS n FROM media WHERE followup_id = 'f9' AND status = 'fetched' AND bytes = 5000") == 1
     })

@@ -83,11 +83,8 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
     let acked: Vec<String> = acked.lock().unwrap().clone();
 
     let d2 = Daemon::spawn(&config, &cert, port, admin).await;
-    let mut db = Reader::open(&dir.path().join("hooksync.db"));
-    assert_eq!(
-        db.json("SELECT json_group_array(integrity_check) AS j FROM pragma_integrity_check")[0],
-        "ok"
-    );
+    let mut db = Reader::open(dir.path());
+    assert!(db.integrity_ok());
     let stored = db.event_ids();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
@@ -109,23 +106,22 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         0
     );
     // No duplicate effects: one debt per created id, and each debt shows its newest event.
+    let ids = db.payload_id("payload");
     let created: HashSet<String> = db
-        .json("SELECT json_group_array(json_extract(payload, '$.data.id')) AS j FROM events WHERE event_type = 'debt.created'")
-        .as_array()
-        .unwrap()
+        .list(&ids, "FROM events WHERE event_type = 'debt.created'")
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     let debts = db.count("SELECT COUNT(*) AS n FROM debts");
-    let touched =
-        db.count("SELECT COUNT(DISTINCT json_extract(payload, '$.data.id')) AS n FROM events");
+    let touched = db.distinct_payload_ids();
     assert_eq!(debts, touched);
     assert!(created.len() as i64 <= debts);
+    let id = db.payload_id("e.payload");
     assert_eq!(
-        db.count(
+        db.count(&format!(
             "SELECT COUNT(*) AS n FROM debts d WHERE last_event_id <> (SELECT e.event_id FROM events e \
-             WHERE json_extract(e.payload, '$.data.id') = d.id ORDER BY e.occurred_at DESC, e.rank DESC, e.seq DESC LIMIT 1)"
-        ),
+             WHERE {id} = d.id ORDER BY e.occurred_at DESC, e.rank DESC, e.seq DESC LIMIT 1)"
+        )),
         0,
         "every debt reflects its newest event"
     );
@@ -151,7 +147,7 @@ async fn graceful_stop(signal: &str) {
     }
     assert_eq!(code, Some(0), "exit status after SIG{signal}");
     let acked = acked.lock().unwrap().clone();
-    let stored = Reader::open(&dir.path().join("hooksync.db")).event_ids();
+    let stored = Reader::open(dir.path()).event_ids();
     assert!(
         acked.iter().all(|id| stored.contains(id)),
         "an acknowledged event is missing after SIG{signal}"
@@ -227,8 +223,7 @@ fn check_config_accepts_the_example_and_names_every_bad_key() {
 #[test]
 fn migrate_creates_the_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let url = format!("sqlite://{}", db.display());
+    let url = common::database_url(dir.path());
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
     let env = [
         ("GETBILL_WEBHOOK_SECRET", "x"),
@@ -236,7 +231,7 @@ fn migrate_creates_the_tables() {
     ];
     let (code, out) = hooksync(&["--config", example, "migrate"], &env);
     assert_eq!(code, 0, "{out}");
-    let mut r = Reader::open(&db);
+    let mut r = Reader::open(dir.path());
     for t in [
         "events",
         "debts",
@@ -245,13 +240,7 @@ fn migrate_creates_the_tables() {
         "payment_plans",
         "notices",
     ] {
-        assert_eq!(
-            r.count(&format!(
-                "SELECT COUNT(*) AS n FROM sqlite_master WHERE name = '{t}'"
-            )),
-            1,
-            "{t}"
-        );
+        assert!(r.table_exists(t), "{t}");
     }
     let (code, out) = hooksync(&["--config", example, "migrate"], &env);
     assert_eq!(code, 0);
@@ -372,7 +361,7 @@ async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
             .status(),
         200
     );
-    let mut db = Reader::open(&dir.path().join("hooksync.db"));
+    let mut db = Reader::open(dir.path());
     common::wait_until("the pdf fetched", Duration::from_secs(30), || {
         db.count("SELECT COUNT(*) AS n FROM media WHERE status = 'fetched' AND kind = 'pdf'") == 1
     })

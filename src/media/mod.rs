@@ -14,7 +14,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Db, Stmt, StoreError};
+use crate::store::{Db, Sql, Stmt, StoreError};
 
 /// The two media a followup can carry, with the followups columns that hold their URL and file.
 pub const KINDS: &[(&str, &str, &str)] = &[
@@ -124,9 +124,9 @@ pub fn seen(
         .opt_text(host.as_deref())
         .opt_text(path.as_deref())
         .text(&d)
-        .opt_text(expires_at)
-        .text(now)
-        .text(now),
+        .opt_time(expires_at)
+        .time(now)
+        .time(now),
     )?;
     Ok(true)
 }
@@ -159,20 +159,27 @@ struct NextRow {
     next: Option<String>,
 }
 
+static DUE: Sql = Sql::new(|b| {
+    format!(
+        "SELECT m.source, m.followup_id, m.kind, m.url_digest, {} AS expires_at, m.attempts, m.last_error, \
+         f.audio_url, f.pdf_url FROM media m JOIN followups f ON f.source = m.source AND f.id = m.followup_id \
+         WHERE m.status = 'pending' AND m.next_attempt_at <= ? ORDER BY m.next_attempt_at LIMIT ?",
+        b.time_text("m.expires_at")
+    )
+});
+
+static NEXT_DUE: Sql = Sql::new(|b| {
+    format!(
+        "SELECT {} AS next FROM media WHERE status = 'pending' AND next_attempt_at > ?",
+        b.time_text("MIN(next_attempt_at)")
+    )
+});
+
 /// Pending downloads due at `now` (at most `limit`), and when the next one not yet due is.
 pub fn due(db: &mut Db, now: &str, limit: i64) -> Result<(Vec<Job>, Option<String>), StoreError> {
-    let rows: Vec<DueRow> = db.load(
-        Stmt::new(
-            "SELECT m.source, m.followup_id, m.kind, m.url_digest, m.expires_at, m.attempts, m.last_error, f.audio_url, f.pdf_url \
-             FROM media m JOIN followups f ON f.source = m.source AND f.id = m.followup_id \
-             WHERE m.status = 'pending' AND m.next_attempt_at <= ? ORDER BY m.next_attempt_at LIMIT ?",
-        )
-        .text(now)
-        .int(limit),
-    )?;
-    let next: Vec<NextRow> = db.load(
-        Stmt::new("SELECT MIN(next_attempt_at) AS next FROM media WHERE status = 'pending' AND next_attempt_at > ?").text(now),
-    )?;
+    let b = db.backend();
+    let rows: Vec<DueRow> = db.load(Stmt::new(DUE.get(b)).time(now).int(limit))?;
+    let next: Vec<NextRow> = db.load(Stmt::new(NEXT_DUE.get(b)).time(now))?;
     let jobs = rows
         .into_iter()
         .filter_map(|r| {
@@ -232,12 +239,12 @@ pub fn record(
             .text(sha256)
             .int(*bytes)
             .opt_text(content_type.as_deref())
-            .text(now),
-        Outcome::Retry { error, next_at } => Stmt::new(&sql).text(error).text(next_at),
+            .time(now),
+        Outcome::Retry { error, next_at } => Stmt::new(&sql).text(error).time(next_at),
         Outcome::Failed { error } | Outcome::Expired { error } => Stmt::new(&sql).text(error),
     };
     let n = db.exec(
-        stmt.text(now)
+        stmt.time(now)
             .text(&key.source)
             .text(&key.followup_id)
             .text(&key.kind)

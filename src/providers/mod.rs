@@ -182,6 +182,59 @@ pub fn json_depth_ok(body: &[u8], max: usize) -> bool {
     true
 }
 
+/// Whether every database can store this JSON text as it is: PostgreSQL's `jsonb` refuses the
+/// character U+0000 and numbers beyond NUMERIC's range, and a batch with one such row would
+/// fail for every sender in it. Such an event is kept as `invalid`, raw bytes and all, on every
+/// backend alike.
+pub fn json_storable(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    let (mut i, mut in_str) = (0, false);
+    let mut number = 0usize;
+    let mut exp_digits: Option<usize> = None;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            match c {
+                b'\\' => {
+                    if b.get(i + 1) == Some(&b'u')
+                        && b.get(i + 2..i + 6) == Some(b"0000".as_slice())
+                    {
+                        return Err(
+                            "JSON contains the character U+0000, which cannot be stored".into()
+                        );
+                    }
+                    i += 1;
+                }
+                b'"' => in_str = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => in_str = true,
+                b'0'..=b'9' | b'.' | b'-' | b'+' => {
+                    number += 1;
+                    if let Some(d) = exp_digits.as_mut() {
+                        *d += usize::from(c.is_ascii_digit());
+                    }
+                }
+                b'e' | b'E' if number > 0 => {
+                    number += 1;
+                    exp_digits = Some(0);
+                }
+                _ => {
+                    number = 0;
+                    exp_digits = None;
+                }
+            }
+            if number > 1000 || exp_digits.is_some_and(|d| d > 4) {
+                return Err("JSON contains a number too large to store".into());
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// A body that is JSON text (after the UTF-8 check every provider needs).
 pub fn utf8(body: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())
@@ -340,7 +393,9 @@ impl Verified<'_> {
         let ep = self.endpoint;
         let received = crate::timefmt::format(received_at);
         let envelope = if json_depth_ok(self.body, max_json_depth) {
-            ep.provider.envelope(self.headers, self.body)
+            ep.provider
+                .envelope(self.headers, self.body)
+                .and_then(|env| json_storable(&env.payload).map(|()| env))
         } else {
             Err(format!("JSON nested deeper than {max_json_depth}"))
         };
@@ -395,6 +450,18 @@ impl Verified<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storable_json_refuses_nul_and_huge_numbers() {
+        assert!(
+            json_storable(r#"{"a": "x\\u0000", "n": -12.5e-3, "b": true, "big": 1e9999}"#).is_ok()
+        );
+        assert!(json_storable(r#"{"a": "x\u0000y"}"#).is_err());
+        assert!(json_storable(r#"{"x\u0000": 1}"#).is_err());
+        assert!(json_storable(r#"{"n": 1e99999}"#).is_err());
+        assert!(json_storable(&format!("[{}]", "9".repeat(1001))).is_err());
+        assert!(json_storable(&format!("[{}]", "9".repeat(1000))).is_ok());
+    }
 
     #[test]
     fn ranks_follow_the_lifecycle() {

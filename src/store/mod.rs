@@ -8,13 +8,18 @@ mod stmt;
 use std::path::PathBuf;
 
 use diesel::connection::SimpleConnection;
-use diesel::sqlite::SqliteConnection;
+use diesel::pg::{Pg, PgConnection};
+use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub use stmt::{Bind, Stmt};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// The advisory lock that serialises migrations when several instances start at once.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_7379_6e63; // "hooksync"
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,21 +34,118 @@ pub enum StoreError {
 impl StoreError {
     /// True when the connection itself is gone and must be opened again.
     pub fn is_connection_lost(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as K;
         matches!(
             self,
             StoreError::Connect(_)
                 | StoreError::Query(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ClosedConnection,
+                    K::ClosedConnection | K::UnableToSendCommand,
                     _
                 ))
         )
     }
+
+    /// True when the same work may succeed if simply tried again: the connection went away,
+    /// or PostgreSQL gave up on a lock (a deadlock between two instances' projectors, a
+    /// serialization failure, a cancelled statement).
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as K;
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    K::ClosedConnection
+                        | K::UnableToSendCommand
+                        | K::SerializationFailure
+                        | K::ReadOnlyTransaction
+                ) || {
+                    let m = info.message();
+                    [
+                        "deadlock detected",
+                        "canceling statement",
+                        "terminating connection",
+                        "could not",
+                        "database is locked",
+                        "disk",
+                        "out of memory",
+                        "too many",
+                        "read-only",
+                        "shutting down",
+                        "starting up",
+                    ]
+                    .iter()
+                    .any(|s| m.contains(s))
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which SQL dialect a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// An expression reading the instant `expr` back as stored text (`timefmt`): SQLite keeps
+    /// that text as it is; PostgreSQL formats its `timestamptz` the same way, so positions built
+    /// from it compare alike on both.
+    pub fn time_text(self, expr: &str) -> String {
+        match self {
+            Backend::Sqlite => expr.to_owned(),
+            Backend::Postgres => {
+                format!("to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            }
+        }
+    }
+
+    /// An expression reading a JSON column back as text.
+    pub fn json_text(self, expr: &str) -> String {
+        match self {
+            Backend::Sqlite => expr.to_owned(),
+            Backend::Postgres => format!("{expr}::text"),
+        }
+    }
+}
+
+/// A statement text that depends on the backend, built once per backend on first use.
+pub struct Sql {
+    build: fn(Backend) -> String,
+    texts: [std::sync::OnceLock<String>; 2],
+}
+
+impl Sql {
+    pub const fn new(build: fn(Backend) -> String) -> Self {
+        Self {
+            build,
+            texts: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
+        }
+    }
+
+    pub fn get(&self, backend: Backend) -> &str {
+        self.texts[backend as usize].get_or_init(|| (self.build)(backend))
+    }
 }
 
 /// Where the data lives, read from `database.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DbUrl {
     Sqlite(PathBuf),
+    /// A libpq connection URL; it may hold a password, so it is never printed as it is.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbUrl::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            DbUrl::Postgres(u) => f.debug_tuple("Postgres").field(&redact_url(u)).finish(),
+        }
+    }
 }
 
 impl DbUrl {
@@ -53,7 +155,7 @@ impl DbUrl {
             return Err("must not be empty".into());
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err("PostgreSQL is not supported by this build yet".into());
+            return Ok(DbUrl::Postgres(with_connect_timeout(url)));
         }
         let path = if let Some(rest) = url.strip_prefix("sqlite://") {
             rest
@@ -74,6 +176,35 @@ impl DbUrl {
     }
 }
 
+/// A database URL fit for a log line: user and password, and a `password=` parameter, hidden.
+pub fn redact_url(url: &str) -> String {
+    let mut out = match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let params: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], params.join("&"));
+    }
+    out
+}
+
+/// A lost server must not hang a reconnect for the operating system's TCP timeout: libpq waits
+/// forever unless told otherwise.
+fn with_connect_timeout(url: &str) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}connect_timeout=5")
+}
+
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub url: DbUrl,
@@ -84,6 +215,7 @@ pub struct DbOptions {
 /// One open connection.
 pub enum Db {
     Sqlite(SqliteConnection),
+    Pg(PgConnection),
 }
 
 /// How a transaction must reach the disk.
@@ -126,37 +258,75 @@ impl Db {
                 ))?;
                 Ok(Db::Sqlite(c))
             }
+            DbUrl::Postgres(url) => {
+                let mut c =
+                    PgConnection::establish(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+                // `synchronous_commit = on` is what makes an acknowledged event durable; it is
+                // set here so a server default of `off` cannot weaken it.
+                c.batch_execute(&format!(
+                    "SET synchronous_commit = on; SET client_min_messages = warning; \
+                     SET TIME ZONE 'UTC'; SET application_name = 'hooksync'; \
+                     SET lock_timeout = {}",
+                    opts.busy_timeout_ms
+                ))?;
+                Ok(Db::Pg(c))
+            }
         }
     }
 
-    /// Applies the embedded migrations that are not applied yet.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet. On PostgreSQL an advisory
+    /// lock makes instances that start together take turns; the later ones find nothing to do.
     pub fn migrate(&mut self) -> Result<usize, StoreError> {
+        let migration =
+            |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
         match self {
             Db::Sqlite(c) => c
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len())
-                .map_err(|e| StoreError::Migration(e.to_string())),
+                .map_err(migration),
+            Db::Pg(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+                let applied = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(migration);
+                let unlocked =
+                    c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+                let applied = applied?;
+                unlocked?;
+                Ok(applied)
+            }
         }
     }
 
     pub fn exec(&mut self, s: Stmt<'_>) -> Result<usize, StoreError> {
         Ok(match self {
             Db::Sqlite(c) => s.execute(c)?,
+            Db::Pg(c) => s.execute(c)?,
         })
     }
 
     pub fn load<R>(&mut self, s: Stmt<'_>) -> Result<Vec<R>, StoreError>
     where
-        R: QueryableByName<diesel::sqlite::Sqlite> + 'static,
+        R: QueryableByName<Sqlite> + QueryableByName<Pg> + 'static,
     {
         Ok(match self {
             Db::Sqlite(c) => s.load::<R>(c)?,
+            Db::Pg(c) => s.load::<R>(c)?,
         })
     }
 
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(c) => c.batch_execute(sql)?,
+            Db::Pg(c) => c.batch_execute(sql)?,
         }
         Ok(())
     }
@@ -174,6 +344,8 @@ impl Db {
         let begin = match (&self, durability) {
             (Db::Sqlite(_), Durability::Synced) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
             (Db::Sqlite(_), Durability::Deferred) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+            (Db::Pg(_), Durability::Synced) => "BEGIN",
+            (Db::Pg(_), Durability::Deferred) => "BEGIN; SET LOCAL synchronous_commit = off",
         };
         self.batch(begin)?;
         match f(self) {
@@ -196,13 +368,14 @@ impl Db {
     pub fn finish_checkpoint(&mut self) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(_) => self.batch("PRAGMA wal_checkpoint(PASSIVE)"),
+            Db::Pg(_) => Ok(()),
         }
     }
 
     /// Proves the database takes writes (for `/readyz`).
     pub fn heartbeat(&mut self) -> Result<(), StoreError> {
         let now = crate::timefmt::format(crate::timefmt::now());
-        self.exec(Stmt::new("INSERT INTO hooksync_health (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").text(&now))?;
+        self.exec(Stmt::new("INSERT INTO hooksync_health (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").time(&now))?;
         Ok(())
     }
 
@@ -229,7 +402,9 @@ impl Checkpointer {
         opts: &DbOptions,
         interval: std::time::Duration,
     ) -> Result<Option<Checkpointer>, StoreError> {
-        let DbUrl::Sqlite(_) = opts.url;
+        if let DbUrl::Postgres(_) = opts.url {
+            return Ok(None);
+        }
         let mut db = Db::connect(opts)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -282,6 +457,23 @@ mod tests {
         assert_eq!(
             DbUrl::parse("data/h.db").unwrap(),
             DbUrl::Sqlite("data/h.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("postgres://h:pw@127.0.0.1:5432/db").unwrap(),
+            DbUrl::Postgres("postgres://h:pw@127.0.0.1:5432/db?connect_timeout=5".into())
+        );
+        assert_eq!(
+            DbUrl::parse("postgresql://127.0.0.1/db?sslmode=disable&connect_timeout=2").unwrap(),
+            DbUrl::Postgres("postgresql://127.0.0.1/db?sslmode=disable&connect_timeout=2".into())
+        );
+        assert!(!format!(
+            "{:?}",
+            DbUrl::parse("postgres://h:pw@127.0.0.1/db").unwrap()
+        )
+        .contains("pw"));
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db?password=x&sslmode=disable"),
+            "postgres://***@h/db?password=***&sslmode=disable"
         );
         assert!(DbUrl::parse("sqlite://:memory:").is_err());
         assert!(DbUrl::parse("mysql://x").is_err());

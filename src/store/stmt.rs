@@ -4,9 +4,15 @@
 //! call would parse and plan the SQL again. Our statements are fixed texts with `?` markers,
 //! so they are safe to cache: diesel keys its cache on the generated text. The markers are
 //! turned into each backend's own placeholders (`?` or `$n`) by diesel itself.
+//!
+//! Values travel as text on both backends. A bind says what the text is (an instant, an exact
+//! decimal, a JSON document), and on PostgreSQL the placeholder carries the matching cast, so
+//! one statement text serves SQLite's TEXT columns and PostgreSQL's `timestamptz`, `numeric`
+//! and `jsonb` alike.
 
+use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Binary, Nullable, Text, Untyped};
+use diesel::sql_types::{BigInt, Binary, Bool, Nullable, Text, Untyped};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl};
 
@@ -16,6 +22,25 @@ pub enum Bind<'a> {
     Text(Option<&'a str>),
     Int(Option<i64>),
     Blob(Option<&'a [u8]>),
+    Bool(Option<bool>),
+    /// An instant in the fixed-width UTC text of `timefmt`.
+    Time(Option<&'a str>),
+    /// An exact decimal number as text.
+    Money(Option<&'a str>),
+    /// A JSON document as text.
+    Json(Option<&'a str>),
+}
+
+impl Bind<'_> {
+    /// The cast PostgreSQL needs to read the text as the column's type.
+    fn pg_cast(&self) -> &'static str {
+        match self {
+            Bind::Time(_) => "::timestamptz",
+            Bind::Money(_) => "::numeric",
+            Bind::Json(_) => "::jsonb",
+            Bind::Text(_) | Bind::Int(_) | Bind::Blob(_) | Bind::Bool(_) => "",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -47,6 +72,26 @@ impl<'a> Stmt<'a> {
         self
     }
 
+    pub fn time(mut self, v: &'a str) -> Self {
+        self.binds.push(Bind::Time(Some(v)));
+        self
+    }
+
+    pub fn opt_time(mut self, v: Option<&'a str>) -> Self {
+        self.binds.push(Bind::Time(v));
+        self
+    }
+
+    pub fn json(mut self, v: &'a str) -> Self {
+        self.binds.push(Bind::Json(Some(v)));
+        self
+    }
+
+    pub fn opt_json(mut self, v: Option<&'a str>) -> Self {
+        self.binds.push(Bind::Json(v));
+        self
+    }
+
     pub fn bind(mut self, b: Bind<'a>) -> Self {
         self.binds.push(b);
         self
@@ -70,7 +115,7 @@ impl Query for Stmt<'_> {
 impl<Conn> RunQueryDsl<Conn> for Stmt<'_> {}
 
 macro_rules! walk_ast_for {
-    ($backend:ty) => {
+    ($backend:ty, $casts:expr) => {
         impl QueryFragment<$backend> for Stmt<'_> {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
                 let mut parts = self.sql.split('?');
@@ -79,11 +124,17 @@ macro_rules! walk_ast_for {
                 }
                 let mut binds = self.binds.iter();
                 for part in parts {
-                    match binds.next() {
-                        Some(Bind::Text(v)) => out.push_bind_param::<Nullable<Text>, _>(v)?,
-                        Some(Bind::Int(v)) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
-                        Some(Bind::Blob(v)) => out.push_bind_param::<Nullable<Binary>, _>(v)?,
-                        None => return Err(mismatch(self.sql)),
+                    let bind = binds.next().ok_or_else(|| mismatch(self.sql))?;
+                    match bind {
+                        Bind::Text(v) | Bind::Time(v) | Bind::Money(v) | Bind::Json(v) => {
+                            out.push_bind_param::<Nullable<Text>, _>(v)?
+                        }
+                        Bind::Int(v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
+                        Bind::Blob(v) => out.push_bind_param::<Nullable<Binary>, _>(v)?,
+                        Bind::Bool(v) => out.push_bind_param::<Nullable<Bool>, _>(v)?,
+                    }
+                    if $casts {
+                        out.push_sql(bind.pg_cast());
                     }
                     out.push_sql(part);
                 }
@@ -96,7 +147,8 @@ macro_rules! walk_ast_for {
     };
 }
 
-walk_ast_for!(Sqlite);
+walk_ast_for!(Sqlite, false);
+walk_ast_for!(Pg, true);
 
 fn mismatch(sql: &str) -> diesel::result::Error {
     diesel::result::Error::QueryBuilderError(

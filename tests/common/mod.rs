@@ -1,9 +1,14 @@
 //! The test harness: a real hooksync on a real port (in-process via `hooksync::run`, or the
 //! real binary as a child process), real TLS with a certificate made for the test, and a real
-//! SQLite file read back through a second connection.
+//! database read back through a second connection.
+//!
+//! One suite, two backends: `TEST_BACKEND=postgres` runs every test against a real
+//! PostgreSQL server started by the harness (`pg`), one database per test directory;
+//! otherwise each test directory holds an SQLite file. `scripts/test` runs both.
 #![allow(dead_code)]
 
 pub mod media_server;
+pub mod pg;
 pub mod providers;
 pub mod stream;
 
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use diesel::sql_types::{Nullable, Text};
 use diesel::QueryableByName;
-use hooksync::store::{Db, DbOptions, DbUrl, Stmt};
+use hooksync::store::{Backend, Db, DbOptions, DbUrl, Stmt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -24,6 +29,38 @@ pub const PATH: &str = "/webhooks/getbill";
 
 pub fn sign(secret: &str, body: &[u8]) -> String {
     hex::encode(hooksync::providers::hmac_sha256(secret.as_bytes(), &[body]))
+}
+
+/// The backend this run of the suite tests.
+pub fn backend() -> Backend {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("TEST_BACKEND={other}: use sqlite or postgres"),
+    }
+}
+
+/// The database of a test directory: its SQLite file, or its own database on the shared
+/// PostgreSQL server (named after the directory, so a restart on the same directory finds it).
+pub fn database_url(dir: &Path) -> String {
+    match backend() {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("hooksync.db").display()),
+        Backend::Postgres => {
+            let server = pg::shared()
+                .unwrap_or_else(|e| panic!("TEST_BACKEND=postgres: {e}"))
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let name = database_name(dir);
+            server.ensure_database(&name);
+            server.url(&name)
+        }
+    }
+}
+
+pub fn database_name(dir: &Path) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("hs_{}", &hex::encode(h)[..20])
 }
 
 /// A certificate for 127.0.0.1 and localhost, written next to the test's database.
@@ -72,6 +109,8 @@ pub struct Setup {
     pub extra_endpoints: String,
     /// Lines for the `[media]` section (its `dir` is the test's own).
     pub media_extra: String,
+    /// Another directory's database instead of this one's (several instances, one database).
+    pub database_url: Option<String>,
 }
 
 impl Default for Setup {
@@ -84,6 +123,7 @@ impl Default for Setup {
             tls: true,
             extra_endpoints: String::new(),
             media_extra: String::new(),
+            database_url: None,
         }
     }
 }
@@ -108,13 +148,15 @@ impl Setup {
             .unwrap_or_default();
         format!(
             "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n{tls}{}\n\
-             [database]\nurl = \"sqlite://{}\"\n{}\n\
+             [database]\nurl = \"{}\"\n{}\n\
              [projector]\nenabled = {}\npoll_interval_ms = 200\n\
              [media]\ndir = \"{}\"\n{}\n\
              [log]\nlevel = \"warn\"\n\
              [[endpoints]]\nname = \"getbill\"\npath = \"{PATH}\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\n{tenant}",
             self.server_extra,
-            dir.join("hooksync.db").display(),
+            self.database_url
+                .clone()
+                .unwrap_or_else(|| database_url(dir)),
             self.database_extra,
             self.projector,
             dir.join("media").display(),
@@ -123,9 +165,13 @@ impl Setup {
     }
 }
 
-/// Reads the database the way another application would: a second connection to the file.
+/// Reads the database the way another application would: a second connection.
+///
+/// Rows come back as JSON with every value in SQLite's text form on both backends (instants
+/// as stored text, NUMERIC and jsonb as text, booleans as 0/1), so one assertion serves both.
 pub struct Reader {
     db: Db,
+    backend: Backend,
 }
 
 #[derive(QueryableByName)]
@@ -135,13 +181,27 @@ struct JsonRow {
 }
 
 impl Reader {
-    pub fn open(path: &Path) -> Reader {
+    /// The database of the test directory `dir` (see [`database_url`]).
+    pub fn open(dir: &Path) -> Reader {
+        Self::open_url(&database_url(dir))
+    }
+
+    pub fn open_url(url: &str) -> Reader {
+        let url = DbUrl::parse(url).expect("database url");
+        let backend = match url {
+            DbUrl::Sqlite(_) => Backend::Sqlite,
+            DbUrl::Postgres(_) => Backend::Postgres,
+        };
         let db = Db::connect(&DbOptions {
-            url: DbUrl::Sqlite(path.to_path_buf()),
+            url,
             busy_timeout_ms: 5_000,
         })
         .expect("open db");
-        Reader { db }
+        Reader { db, backend }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn count(&mut self, sql: &str) -> i64 {
@@ -158,70 +218,227 @@ impl Reader {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// A JSON array of `expr` over the rows of the rest of the query.
+    fn agg(&self, expr: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("json_group_array({expr})"),
+            Backend::Postgres => format!("COALESCE(json_agg({expr}), '[]')::text"),
+        }
+    }
+
+    /// The columns of `table` in order, with the expression that reads each as SQLite would.
+    fn typed_columns(&mut self, table: &str) -> Vec<(String, String)> {
+        match self.backend {
+            Backend::Sqlite => {
+                let v = self.json(&format!(
+                    "SELECT json_group_array(name) AS j FROM pragma_table_info('{table}')"
+                ));
+                names(&v)
+                    .into_iter()
+                    .map(|c| (c.clone(), format!("\"{c}\"")))
+                    .collect()
+            }
+            Backend::Postgres => {
+                let v = self.json(&format!(
+                    "SELECT json_agg(json_build_array(column_name, data_type) ORDER BY ordinal_position)::text AS j \
+                     FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
+                ));
+                v.as_array()
+                    .expect("columns")
+                    .iter()
+                    .map(|c| {
+                        let name = c[0].as_str().unwrap().to_owned();
+                        let q = format!("\"{name}\"");
+                        let expr = match c[1].as_str().unwrap() {
+                            "timestamp with time zone" => Backend::Postgres.time_text(&q),
+                            "numeric" | "jsonb" => format!("{q}::text"),
+                            "boolean" => format!("{q}::int"),
+                            "bytea" => format!("encode({q}, 'escape')"),
+                            _ => q,
+                        };
+                        (name, expr)
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// One row of `table` as a JSON object, or Null.
     pub fn row(&mut self, table: &str, key_col: &str, key: &str) -> serde_json::Value {
-        let cols = self.columns(table);
-        let obj: Vec<String> = cols.iter().map(|c| format!("'{c}', \"{c}\"")).collect();
-        self.json(&format!(
-            "SELECT json_object({}) AS j FROM {table} WHERE \"{key_col}\" = '{}'",
+        let cond = format!("\"{key_col}\" = '{}'", key.replace('\'', "''"));
+        self.rows_where(table, &cond)
+            .into_iter()
+            .next()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The rows of `table` matching `cond` (which may end in ORDER BY), as JSON objects.
+    pub fn rows_where(&mut self, table: &str, cond: &str) -> Vec<serde_json::Value> {
+        let cols = self.typed_columns(table);
+        let obj: Vec<String> = cols.iter().map(|(c, e)| format!("'{c}', {e}")).collect();
+        let f = match self.backend {
+            Backend::Sqlite => "json_object",
+            Backend::Postgres => "json_build_object",
+        };
+        let sql = format!(
+            "SELECT {} AS j FROM (SELECT {f}({}) AS o FROM {table} WHERE {cond}) AS t",
+            self.agg("o"),
             obj.join(", "),
-            key.replace('\'', "''")
-        ))
+        );
+        match self.json(&sql) {
+            serde_json::Value::Array(rows) => rows
+                .into_iter()
+                .map(|r| match r {
+                    // SQLite's json_group_array nests the objects as text.
+                    serde_json::Value::String(t) => serde_json::from_str(&t).expect("row"),
+                    other => other,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `expr` over the rows that `rest` (FROM ... WHERE ... ORDER BY ...) selects, as a list.
+    pub fn list(&mut self, expr: &str, rest: &str) -> Vec<serde_json::Value> {
+        let sql = format!(
+            "SELECT {} AS j FROM (SELECT {expr} AS v {rest}) AS t",
+            self.agg("v")
+        );
+        match self.json(&sql) {
+            serde_json::Value::Array(v) => v,
+            _ => Vec::new(),
+        }
     }
 
     pub fn columns(&mut self, table: &str) -> Vec<String> {
-        let v = self.json(&format!(
-            "SELECT json_group_array(name) AS j FROM pragma_table_info('{table}')"
-        ));
-        v.as_array()
-            .expect("columns")
-            .iter()
-            .filter_map(|c| c.as_str().map(str::to_owned))
+        self.typed_columns(table)
+            .into_iter()
+            .map(|(c, _)| c)
             .collect()
+    }
+
+    fn primary_key(&mut self, table: &str) -> Vec<String> {
+        let v = match self.backend {
+            Backend::Sqlite => self.json(&format!(
+                "SELECT json_group_array(name) AS j FROM (SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk)"
+            )),
+            Backend::Postgres => self.json(&format!(
+                "SELECT json_agg(a.attname ORDER BY array_position(i.indkey, a.attnum))::text AS j \
+                 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = '{table}'::regclass AND i.indisprimary"
+            )),
+        };
+        names(&v)
     }
 
     /// The whole table as other applications see it, in key order, without the columns that
     /// record when and in what sequence hooksync wrote it.
     pub fn snapshot(&mut self, table: &str) -> serde_json::Value {
         let cols: Vec<String> = self
-            .columns(table)
+            .typed_columns(table)
             .into_iter()
-            .filter(|c| !matches!(c.as_str(), "versions" | "synced_at"))
+            .filter(|(c, _)| !matches!(c.as_str(), "versions" | "synced_at"))
+            .map(|(_, e)| e)
             .collect();
-        let pk = self.json(&format!(
-            "SELECT json_group_array(name) AS j FROM pragma_table_info('{table}') WHERE pk > 0"
-        ));
-        let order: Vec<String> = pk
-            .as_array()
-            .unwrap()
+        let order: Vec<String> = self
+            .primary_key(table)
             .iter()
-            .map(|c| format!("\"{}\"", c.as_str().unwrap()))
+            .map(|c| format!("\"{c}\""))
             .collect();
-        let arr: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
-        self.json(&format!(
-            "SELECT json_group_array(json_array({})) AS j FROM (SELECT * FROM {table} ORDER BY {})",
-            arr.join(", "),
-            order.join(", ")
-        ))
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT json_group_array(json_array({})) AS j FROM (SELECT * FROM {table} ORDER BY {})",
+                cols.join(", "),
+                order.join(", ")
+            ),
+            Backend::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_array({}) ORDER BY {}), '[]')::text AS j FROM {table}",
+                cols.join(", "),
+                order.join(", ")
+            ),
+        };
+        self.json(&sql)
     }
 
     pub fn status_of(&mut self, event_id: &str) -> Option<String> {
-        self.json(&format!(
-            "SELECT json_group_array(status) AS j FROM events WHERE event_id = '{}'",
+        let sql = format!(
+            "SELECT {} AS j FROM events WHERE event_id = '{}'",
+            self.agg("status"),
             event_id.replace('\'', "''")
-        ))
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(|s| s.as_str().map(str::to_owned))
+        );
+        self.json(&sql)
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|s| s.as_str().map(str::to_owned))
     }
 
     pub fn event_ids(&mut self) -> std::collections::HashSet<String> {
-        let v = self.json("SELECT json_group_array(event_id) AS j FROM events");
-        v.as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect()
+        let sql = format!("SELECT {} AS j FROM events", self.agg("event_id"));
+        names(&self.json(&sql)).into_iter().collect()
+    }
+
+    /// The SQL expression for `data.id` in the payload column `payload` (e.g. `e.payload`).
+    pub fn payload_id(&self, payload: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("json_extract({payload}, '$.data.id')"),
+            Backend::Postgres => format!("{payload} #>> '{{data,id}}'"),
+        }
+    }
+
+    /// How many different `data.id`s the stored events carry.
+    pub fn distinct_payload_ids(&mut self) -> i64 {
+        let sql = format!(
+            "SELECT COUNT(DISTINCT {}) AS n FROM events",
+            self.payload_id("payload")
+        );
+        self.count(&sql)
+    }
+
+    /// SQLite's own consistency check of the file; PostgreSQL recovers from its WAL and has
+    /// no file-level check to run, so there a query over the queue must simply succeed.
+    pub fn integrity_ok(&mut self) -> bool {
+        match self.backend {
+            Backend::Sqlite => {
+                self.json(
+                    "SELECT json_group_array(integrity_check) AS j FROM pragma_integrity_check",
+                )[0] == "ok"
+            }
+            Backend::Postgres => self.count("SELECT COUNT(*) AS n FROM events") >= 0,
+        }
+    }
+
+    /// An SQL literal of `text`'s bytes, to compare with `raw_body`.
+    pub fn bytes_literal(&self, text: &str) -> String {
+        let t = text.replace('\'', "''");
+        match self.backend {
+            Backend::Sqlite => format!("CAST('{t}' AS BLOB)"),
+            Backend::Postgres => format!("convert_to('{t}', 'UTF8')"),
+        }
+    }
+
+    pub fn table_exists(&mut self, table: &str) -> bool {
+        let sql = match self.backend {
+            Backend::Sqlite => format!("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
+            Backend::Postgres => format!(
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{table}'"
+            ),
+        };
+        self.count(&sql) == 1
+    }
+
+    /// Takes every write lock hooksync needs and holds it until [`Reader::unlock_writes`].
+    pub fn lock_writes(&mut self) {
+        let sql = match self.backend {
+            Backend::Sqlite => "BEGIN EXCLUSIVE",
+            Backend::Postgres => {
+                "BEGIN; LOCK TABLE events, hooksync_health IN ACCESS EXCLUSIVE MODE"
+            }
+        };
+        self.db.batch(sql).expect("lock");
+    }
+
+    pub fn unlock_writes(&mut self) {
+        self.db.batch("ROLLBACK").expect("unlock");
     }
 
     pub fn queued(&mut self) -> i64 {
@@ -231,6 +448,14 @@ impl Reader {
     pub fn raw(&mut self) -> &mut Db {
         &mut self.db
     }
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// One request as a sender puts it on the wire.
@@ -313,7 +538,7 @@ pub struct TestApp {
     pub admin: String,
     pub client: reqwest::Client,
     pub cert: TestCert,
-    pub db_path: PathBuf,
+    pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -347,7 +572,10 @@ impl TestApp {
         }));
         let scheme = if setup.tls { "https" } else { "http" };
         let app = TestApp {
-            db_path: dir.path().join("hooksync.db"),
+            database_url: setup
+                .database_url
+                .clone()
+                .unwrap_or_else(|| database_url(dir.path())),
             url: format!("{scheme}://127.0.0.1:{}", addr.port()),
             admin: format!("http://127.0.0.1:{}", admin.port()),
             client: client(&cert),
@@ -423,7 +651,7 @@ impl TestApp {
     }
 
     pub fn reader(&self) -> Reader {
-        Reader::open(&self.db_path)
+        Reader::open_url(&self.database_url)
     }
 
     pub async fn wait_projected(&self) {
@@ -529,12 +757,16 @@ impl Daemon {
             client: client(cert),
             config: config.to_path_buf(),
         };
+        let mut d = d;
         let start = Instant::now();
         loop {
             if let Ok(r) = d.client.get(format!("{}/healthz", d.admin)).send().await {
                 if r.status() == 200 {
                     break;
                 }
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("hooksync binary exited at start: {status}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
