@@ -5,82 +5,20 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{sign, Daemon, Reader, Setup, PATH, SECRET};
-
-fn event(n: u64, worker: u64) -> (String, Vec<u8>) {
-    let id = format!("evt_{worker:08x}{n:024x}");
-    let debt = format!("d{worker}_{}", n / 2);
-    // Each debt is created, then updated: two effects per debt to check for duplicates.
-    let (ty, at) = if n % 2 == 0 {
-        ("debt.created", "2024-01-01T00:00:00Z")
-    } else {
-        ("debt.updated", "2024-01-01T00:01:00Z")
-    };
-    let body = format!(
-        r#"{{"id":"{id}","type":"{ty}","created_at":"{at}","data":{{"id":"{debt}","amount":10.50,"status":"status.default.pending","seq":{n}}},"metadata":{{"company_id":"c1"}}}}"#
-    );
-    (id, body.into_bytes())
-}
-
-/// Sends events as fast as it can from `workers` connections until `stop`; returns the ids
-/// answered 2xx.
-fn load(
-    d: &Daemon,
-    workers: u64,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..workers)
-        .map(|w| {
-            let client = d.client.clone();
-            let url = format!("{}{PATH}", d.url);
-            let (stop, acked) = (stop.clone(), acked.clone());
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let (id, body) = event(n, w);
-                    n += 1;
-                    let sig = sign(SECRET, &body);
-                    match client
-                        .post(&url)
-                        .header("X-GetBill-Signature", sig)
-                        .body(body)
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-            })
-        })
-        .collect()
-}
+use common::{sign, Daemon, Load, Reader, Setup, PATH, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let (config, cert, port, admin) = Daemon::write_config(dir.path(), &Setup::default());
     let mut d = Daemon::spawn(&config, &cert, port, admin).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(&d, 8, stop.clone(), acked.clone());
-    common::wait_until("500 acknowledged events", Duration::from_secs(60), || {
-        acked.lock().unwrap().len() >= 500
-    })
-    .await;
+    let load = Load::start(&d.client, &d.url, 0..8);
+    load.wait_acked(500).await;
     d.child.kill().unwrap(); // SIGKILL
     d.child.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let acked: Vec<String> = acked.lock().unwrap().clone();
+    let acked = load.finish().await;
 
     let d2 = Daemon::spawn(&config, &cert, port, admin).await;
     let mut db = Reader::open(dir.path());
@@ -132,21 +70,12 @@ async fn graceful_stop(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (config, cert, port, admin) = Daemon::write_config(dir.path(), &Setup::default());
     let mut d = Daemon::spawn(&config, &cert, port, admin).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let workers = load(&d, 4, stop.clone(), acked.clone());
-    common::wait_until("100 acknowledged events", Duration::from_secs(60), || {
-        acked.lock().unwrap().len() >= 100
-    })
-    .await;
+    let load = Load::start(&d.client, &d.url, 0..4);
+    load.wait_acked(100).await;
     d.signal(signal);
     let code = d.wait_exit(Duration::from_secs(30)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let acked = load.finish().await;
     assert_eq!(code, Some(0), "exit status after SIG{signal}");
-    let acked = acked.lock().unwrap().clone();
     let stored = Reader::open(dir.path()).event_ids();
     assert!(
         acked.iter().all(|id| stored.contains(id)),
@@ -314,7 +243,7 @@ async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
     let url = format!("{}{PATH}", d.url);
 
     // A good event, and a bad signature.
-    let (_, good) = event(0, 99);
+    let (_, good) = common::load_event(0, 99);
     let good_sig = sign(SECRET, &good);
     assert_eq!(
         d.client
@@ -328,7 +257,7 @@ async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
         200
     );
     let bad_sig = "ab".repeat(32);
-    let (_, other) = event(1, 99);
+    let (_, other) = common::load_event(1, 99);
     assert_eq!(
         d.client
             .post(&url)

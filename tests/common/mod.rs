@@ -812,3 +812,97 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A debt event for the load generator: worker `worker`'s `n`th. Each debt is created, then
+/// updated: two effects per debt to check for duplicates.
+pub fn load_event(n: u64, worker: u64) -> (String, Vec<u8>) {
+    let id = format!("evt_{worker:08x}{n:024x}");
+    let debt = format!("d{worker}_{}", n / 2);
+    let (ty, at) = if n % 2 == 0 {
+        ("debt.created", "2024-01-01T00:00:00Z")
+    } else {
+        ("debt.updated", "2024-01-01T00:01:00Z")
+    };
+    let body = format!(
+        r#"{{"id":"{id}","type":"{ty}","created_at":"{at}","data":{{"id":"{debt}","amount":10.50,"status":"status.default.pending","seq":{n}}},"metadata":{{"company_id":"c1"}}}}"#
+    );
+    (id, body.into_bytes())
+}
+
+/// Senders posting unique events as fast as they can, one connection each, until stopped or
+/// until their server goes away; they remember which ids were answered 2xx.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Answers of 503 so far.
+    pub unavailable: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts one sender per worker number (different numbers send different ids).
+    pub fn start(client: &reqwest::Client, base: &str, workers: std::ops::Range<u64>) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let unavailable = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tasks = workers
+            .map(|w| {
+                let client = client.clone();
+                let url = format!("{base}{PATH}");
+                let (stop, acked, unavailable) = (stop.clone(), acked.clone(), unavailable.clone());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (id, body) = load_event(n, w);
+                        n += 1;
+                        let sig = sign(SECRET, &body);
+                        match client
+                            .post(&url)
+                            .header("X-GetBill-Signature", sig)
+                            .body(body)
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
+                            Ok(r) => {
+                                assert_eq!(r.status(), 503, "only 503 may refuse a signed event");
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            unavailable,
+            tasks,
+        }
+    }
+
+    pub fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    pub async fn wait_acked(&self, n: usize) {
+        wait_until(
+            &format!("{n} acknowledged events"),
+            Duration::from_secs(60),
+            || self.acked() >= n,
+        )
+        .await;
+    }
+
+    /// Stops the senders; returns every id answered 2xx.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("sender");
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}

@@ -1,0 +1,275 @@
+//! What only PostgreSQL offers: several instances on one database, a database that goes away
+//! and comes back, and migrations started by several instances at once. (The whole behaviour
+//! suite also runs on PostgreSQL: `TEST_BACKEND=postgres`, see `scripts/test`.)
+//!
+//! Every test here is named `pg_*` and always runs on PostgreSQL, whatever the suite's backend.
+//! Under `CI=true` a server that cannot be started fails the run; elsewhere the test says it
+//! skipped and why.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pg::PgServer;
+use common::stream::{lifecycle, shuffled_with_duplicates, Event};
+use common::{Daemon, Load, Reader, Req, Setup, TestApp};
+
+const TABLES: &[&str] = &["debts", "followups", "payments", "payment_plans", "notices"];
+
+/// A fresh database on the shared server, or `None` (said aloud) where no server can run.
+fn fresh_database(test: &str) -> Option<String> {
+    match common::pg::shared() {
+        Ok(server) => {
+            let server = server.lock().unwrap_or_else(|p| p.into_inner());
+            let name = format!("{test}_{}", std::process::id());
+            server.ensure_database(&name);
+            Some(server.url(&name))
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: no PostgreSQL server here ({why})");
+            None
+        }
+    }
+}
+
+fn on(url: &str) -> Setup {
+    Setup {
+        database_url: Some(url.to_owned()),
+        ..Setup::default()
+    }
+}
+
+fn signed(events: Vec<Event>) -> Vec<Req> {
+    events
+        .into_iter()
+        .map(|e| Req {
+            path: common::PATH.to_string(),
+            headers: vec![(
+                "X-GetBill-Signature".to_string(),
+                common::sign(common::SECRET, &e.body),
+            )],
+            body: e.body,
+        })
+        .collect()
+}
+
+async fn status(client: &reqwest::Client, url: String) -> u16 {
+    match client.get(url).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Both instances get every event, shuffled differently and with duplicates, at the same
+/// time; the database must end with one `events` row per id and the same tables as a single
+/// instance that got the stream in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_instances_on_one_database_end_like_one_in_order() {
+    let (Some(shared), Some(reference)) = (
+        fresh_database("pg_two_shared"),
+        fresh_database("pg_two_reference"),
+    ) else {
+        return;
+    };
+    let events = lifecycle(120, 3);
+    let distinct = events.len() as i64;
+
+    let ordered = TestApp::start(on(&reference)).await;
+    for ev in &events {
+        assert_eq!(ordered.send(&ev.body).await, 200);
+    }
+
+    let a = TestApp::start(on(&shared)).await;
+    let b = TestApp::start(on(&shared)).await;
+    tokio::join!(
+        common::send_concurrently(&a, signed(shuffled_with_duplicates(&events, 11)), 4),
+        common::send_concurrently(&b, signed(shuffled_with_duplicates(&events, 12)), 4),
+    );
+
+    ordered.wait_projected().await;
+    a.wait_projected().await;
+    let (mut want, mut got) = (ordered.reader(), a.reader());
+    assert_eq!(
+        got.count("SELECT COUNT(*) AS n FROM events"),
+        distinct,
+        "one row per event id"
+    );
+    assert_eq!(
+        got.count("SELECT COUNT(DISTINCT event_id) AS n FROM events"),
+        distinct
+    );
+    assert_eq!(
+        got.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
+        0
+    );
+    common::assert_same_tables(&mut want, &mut got, TABLES);
+    // Both instances' projectors took part (each claims what the other has not locked).
+    let applied_a = a
+        .metric("hooksync_events_projected_total{status=\"applied\"}")
+        .await
+        + a.metric("hooksync_events_projected_total{status=\"stale\"}")
+            .await;
+    let applied_b = b
+        .metric("hooksync_events_projected_total{status=\"applied\"}")
+        .await
+        + b.metric("hooksync_events_projected_total{status=\"stale\"}")
+            .await;
+    assert!(
+        applied_a > 0 && applied_b > 0,
+        "projected by a: {applied_a}, by b: {applied_b}"
+    );
+    ordered.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `kill -9` of one of two instances under load: every event either instance acknowledged is
+/// stored, and the survivor finishes the projection, including what the dead one had claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_kill_9_of_one_instance_loses_nothing_and_the_other_finishes() {
+    let Some(url) = fresh_database("pg_kill") else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ca, cert_a, port_a, admin_a) = Daemon::write_config(dir_a.path(), &on(&url));
+    let (cb, cert_b, port_b, admin_b) = Daemon::write_config(dir_b.path(), &on(&url));
+    let mut a = Daemon::spawn(&ca, &cert_a, port_a, admin_a).await;
+    let b = Daemon::spawn(&cb, &cert_b, port_b, admin_b).await;
+    let load_a = Load::start(&a.client, &a.url, 0..4);
+    let load_b = Load::start(&b.client, &b.url, 4..8);
+    load_a.wait_acked(300).await;
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    let after = load_b.acked();
+    load_b.wait_acked(after + 200).await;
+    let mut acked = load_a.finish().await;
+    acked.extend(load_b.finish().await);
+
+    let mut db = Reader::open_url(&url);
+    let stored = db.event_ids();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
+    common::wait_until("the survivor to finish", Duration::from_secs(60), || {
+        db.queued() == 0
+    })
+    .await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM debts"),
+        db.distinct_payload_ids()
+    );
+    drop(b);
+}
+
+/// PostgreSQL stops under load: senders get 503 and `/readyz` fails while it is down; it
+/// comes back and hooksync carries on by itself; nothing acknowledged is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_restart_under_load_gives_503_then_recovers_without_loss() {
+    let mut server = match PgServer::start() {
+        Ok(s) => s,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and no PostgreSQL server could be started: {why}"
+            );
+            eprintln!("SKIPPED pg_restart_under_load: no PostgreSQL server here ({why})");
+            return;
+        }
+    };
+    server.ensure_database("restart");
+    let url = server.url("restart");
+    let app = TestApp::start(on(&url)).await;
+    let ready = || status(&app.client, format!("{}/readyz", app.admin));
+    assert_eq!(ready().await, 200);
+
+    let load = Load::start(&app.client, &app.url, 0..4);
+    load.wait_acked(200).await;
+    tokio::task::block_in_place(|| server.stop());
+    let down_at = load.acked();
+    let refused = || load.unavailable.load(std::sync::atomic::Ordering::Relaxed);
+    common::wait_until(
+        "503s while the database is down",
+        Duration::from_secs(30),
+        || refused() >= 20,
+    )
+    .await;
+    assert_eq!(ready().await, 503, "/readyz while the database is down");
+    assert!(
+        load.acked() <= down_at + 4,
+        "at most the commits in flight at the stop may be acknowledged after it"
+    );
+
+    tokio::task::block_in_place(|| server.restart());
+    let start = Instant::now();
+    while ready().await != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back_at = load.acked();
+    load.wait_acked(back_at + 200).await;
+    let acked = load.finish().await;
+
+    let mut db = Reader::open_url(&url);
+    let stored = db.event_ids();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged events lost", lost.len());
+    app.wait_projected().await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
+        0
+    );
+    drop(db);
+    app.stop().await;
+}
+
+/// Several instances starting at once on an empty database: one migrates, the others wait
+/// for the lock and find nothing left to do.
+#[test]
+fn pg_migrations_from_several_instances_at_once() {
+    let Some(url) = fresh_database("pg_migrate") else {
+        return;
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_hooksync"))
+                    .args(["--config", example, "migrate"])
+                    .env("GETBILL_WEBHOOK_SECRET", "x")
+                    .env("HOOKSYNC_DATABASE__URL", url)
+                    .output()
+                    .expect("run hooksync migrate")
+            })
+        })
+        .collect();
+    let mut idle = 0;
+    for h in handles {
+        let out = h.join().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        idle += usize::from(text.contains("0 migration(s) applied"));
+    }
+    assert_eq!(idle, 3, "exactly one instance migrates");
+    let mut db = Reader::open_url(&url);
+    for t in ["events", "debts", "media", "invoices", "records"] {
+        assert!(db.table_exists(t), "{t}");
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM __diesel_schema_migrations"),
+        1
+    );
+}
