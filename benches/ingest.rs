@@ -11,6 +11,9 @@
 //! Then the projector: hooksync restarted with the projector on over the events just stored;
 //! the time until none is queued gives events applied per second.
 //!
+//! Then the same on PostgreSQL: a local server started for the run (the test harness's, from
+//! the machine's PostgreSQL binaries, default settings), on the same two cores.
+//!
 //! Environment: BENCH_SECS (default 5), BENCH_CONNECTIONS (default 32). `--drive PORT` sends
 //! only the load, to a server started by hand (for profiling it).
 
@@ -23,6 +26,11 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+
+// The PostgreSQL server the tests use; the bench needs only part of it.
+#[path = "../tests/common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 
 const SECRET: &str = "bench-secret";
 
@@ -70,7 +78,7 @@ fn main() {
     stop(bare);
 
     // (b) hooksync, SQLite, durable, projector off: pure ingest
-    let db = dir.path().join("bench.db");
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     let (hs, port) = spawn_hooksync(dir.path(), &db, false);
     let hs_res = drive(port, conns, dur, 1);
     let hs_rss_ingest = peak_rss(&hs);
@@ -86,11 +94,29 @@ fn main() {
     stop(hs);
 
     // (d) hooksync with the projector running during the load: what a sender sees in practice.
-    let db2 = dir.path().join("bench-mixed.db");
+    let db2 = format!("sqlite://{}", dir.path().join("bench-mixed.db").display());
     let (hs, port) = spawn_hooksync(dir.path(), &db2, true);
     let mixed = drive(port, conns, dur, 2);
     let mixed_rss = peak_rss(&hs);
     stop(hs);
+
+    // (e, f) PostgreSQL: ingest only, then the projector's drain.
+    let server = pg::PgServer::start();
+    let pg_res = server.as_ref().ok().map(|server| {
+        server.ensure_database("bench");
+        let url = server.url("bench");
+        let (hs, port) = spawn_hooksync(dir.path(), &url, false);
+        let res = drive(port, conns, dur, 3);
+        let rss = peak_rss(&hs);
+        stop(hs);
+        let start = Instant::now();
+        let (hs, _) = spawn_hooksync(dir.path(), &url, true);
+        wait_drained(&url, Duration::from_secs(600));
+        let secs = start.elapsed().as_secs_f64();
+        let rss = rss.max(peak_rss(&hs));
+        stop(hs);
+        (res, rss, secs)
+    });
 
     println!();
     println!(
@@ -108,6 +134,9 @@ fn main() {
         &mixed,
         mixed_rss,
     );
+    if let Some((r, rss, _)) = &pg_res {
+        row("(e) hooksync postgres durable, ingest only", r, *rss);
+    }
     println!();
     let ratio = hs_res.rps() / bare_res.rps();
     println!("durable ingest / bare:     {ratio:.2}   (target >= 0.40)");
@@ -119,6 +148,25 @@ fn main() {
         "projector:                 {queued} events in {proj_secs:.2} s = {:.0} events/s (target >= 10000; includes process start)",
         queued as f64 / proj_secs
     );
+    match (&pg_res, &server) {
+        (Some((r, _, secs)), _) => {
+            println!(
+                "postgres ingest / bare:    {:.2}   (target >= 0.25)",
+                r.rps() / bare_res.rps()
+            );
+            println!(
+                "postgres ack p99 (e):      {:.2} ms (target < 20 ms)",
+                r.pct(0.99)
+            );
+            println!(
+                "postgres projector:        {} events in {secs:.2} s = {:.0} events/s (target >= 5000; includes process start)",
+                r.ok,
+                r.ok as f64 / secs
+            );
+        }
+        (_, Err(why)) => println!("postgres: not measured ({why})"),
+        _ => {}
+    }
     let peak = hs_rss_ingest.max(proj_rss).max(mixed_rss);
     println!(
         "hooksync peak RSS:         {:.1} MiB (target < 64 MiB)",
@@ -181,16 +229,16 @@ fn wait_port(port: u16) {
     }
 }
 
-fn spawn_hooksync(dir: &std::path::Path, db: &std::path::Path, projector: bool) -> (Child, u16) {
+fn spawn_hooksync(dir: &std::path::Path, db_url: &str, projector: bool) -> (Child, u16) {
     let port = free_port();
     let cfg = dir.join(format!("bench-{port}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n[database]\nurl = \"sqlite://{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n[database]\nurl = \"{}\"\n\
              [projector]\nenabled = {projector}\n[log]\nlevel = \"error\"\n\
              [[endpoints]]\nname = \"getbill\"\npath = \"/webhooks/getbill\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\"]\n",
-            db.display()
+            db_url
         ),
     )
     .unwrap();
@@ -205,23 +253,25 @@ fn spawn_hooksync(dir: &std::path::Path, db: &std::path::Path, projector: bool) 
     (child, port)
 }
 
-fn wait_drained(db: &std::path::Path, limit: Duration) {
+fn wait_drained(db_url: &str, limit: Duration) {
     use hooksync::store::{Db, DbOptions, DbUrl};
     let mut c = Db::connect(&DbOptions {
-        url: DbUrl::Sqlite(db.to_path_buf()),
+        url: DbUrl::parse(db_url).unwrap(),
         busy_timeout_ms: 5000,
     })
     .unwrap();
     let start = Instant::now();
     loop {
         let n = c
-            .count("SELECT COUNT(*) AS n FROM events WHERE status = 'queued'")
+            // Whether any is left, not how many: counting a large queue every few
+            // milliseconds would take CPU from the projector being measured.
+            .count("SELECT COUNT(*) AS n FROM (SELECT 1 FROM events WHERE status = 'queued' LIMIT 1) AS q")
             .unwrap_or(i64::MAX);
         if n == 0 {
             return;
         }
         assert!(start.elapsed() < limit, "projector did not drain");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -99,20 +99,26 @@ impl Mapping {
         })
     }
 
-    /// PostgreSQL only: makes sure the row exists before it is read and locked, so two
-    /// instances creating the same row take turns instead of both merging into nothing. The
-    /// empty row (`versions` without `$last`) counts as absent; the event's own savepoint
-    /// removes it again if the event fails.
+    /// PostgreSQL only: makes sure the row exists and locks it, and reads it, in one round
+    /// trip, so two instances creating the same row take turns instead of both merging into
+    /// nothing. `claimed` = 1: the row is new (an empty one, ours until commit, that the
+    /// upsert fills or the rollback removes). Otherwise the existing row comes back locked;
+    /// if none does, another transaction created it after this statement's snapshot, and a
+    /// plain `SELECT ... FOR UPDATE` (`select_sql`) reads it.
     fn claim_sql(&self) -> &str {
         self.claim_sql.get_or_init(|| {
+            let b = Backend::Postgres;
             let mut names = vec!["source".to_string()];
             names.extend(self.key.iter().map(|k| format!("\"{k}\"")));
             let marks = vec!["?"; names.len()].join(", ");
             format!(
-                "INSERT INTO {} ({}, data, versions, synced_at) VALUES ({marks}, '{{}}', '{{}}', now()) \
-                 ON CONFLICT DO NOTHING",
-                self.table,
-                names.join(", ")
+                "WITH claim AS (INSERT INTO {t} ({}, data, versions, synced_at) \
+                 VALUES ({marks}, '{{}}', '{{}}', now()) ON CONFLICT DO NOTHING RETURNING 1) \
+                 SELECT (SELECT COUNT(*) FROM claim) AS claimed, cur.* FROM (SELECT 1) AS one \
+                 LEFT JOIN ({}) AS cur ON true",
+                names.join(", "),
+                self.select_sql(b),
+                t = self.table,
             )
         })
     }
@@ -229,6 +235,22 @@ impl QueuedEvent {
 }
 
 #[derive(QueryableByName)]
+struct ClaimedRow {
+    #[diesel(sql_type = BigInt)]
+    claimed: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    data: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    versions: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_event_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_event_at: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    deleted_at: Option<String>,
+}
+
+#[derive(QueryableByName)]
 struct CurrentRow {
     #[diesel(sql_type = Text)]
     data: String,
@@ -309,24 +331,7 @@ impl<'c> Tx<'c> {
                 m.table
             )));
         }
-        let backend = self.db.backend();
-        if backend == Backend::Postgres {
-            let mut claim = Stmt::new(m.claim_sql()).text(&self.event.source);
-            for k in key {
-                claim = claim.text(k);
-            }
-            self.db.exec(claim)?;
-        }
-        let mut select = Stmt::new(m.select_sql(backend)).text(&self.event.source);
-        for k in key {
-            select = select.text(k);
-        }
-        let current: Option<CurrentRow> = self
-            .db
-            .load::<CurrentRow>(select)?
-            .into_iter()
-            .next()
-            .filter(|r| r.versions != "{}");
+        let current = self.current(m, key)?.filter(|r| r.versions != "{}");
         let fresh = current.is_none();
         let (mut data, mut versions, mut last_id, mut last_at, mut deleted_at) = match current {
             Some(r) => (
@@ -403,6 +408,46 @@ impl<'c> Tx<'c> {
         self.db.exec(up)?;
         self.changed = true;
         Ok(Some(data))
+    }
+
+    /// The row at `key` as it is, locked on PostgreSQL (see `Mapping::claim_sql`).
+    fn current(&mut self, m: &Mapping, key: &[&str]) -> Result<Option<CurrentRow>, StoreError> {
+        let backend = self.db.backend();
+        if backend == Backend::Postgres {
+            let mut claim = Stmt::new(m.claim_sql());
+            for _ in 0..2 {
+                claim = claim.text(&self.event.source);
+                for k in key {
+                    claim = claim.text(k);
+                }
+            }
+            let row = self.db.load::<ClaimedRow>(claim)?.into_iter().next();
+            match row {
+                Some(r) if r.claimed > 0 => return Ok(None),
+                Some(ClaimedRow {
+                    data: Some(data),
+                    versions: Some(versions),
+                    last_event_id,
+                    last_event_at,
+                    deleted_at,
+                    ..
+                }) => {
+                    return Ok(Some(CurrentRow {
+                        data,
+                        versions,
+                        last_event_id,
+                        last_event_at,
+                        deleted_at,
+                    }))
+                }
+                _ => {}
+            }
+        }
+        let mut select = Stmt::new(m.select_sql(backend)).text(&self.event.source);
+        for k in key {
+            select = select.text(k);
+        }
+        Ok(self.db.load::<CurrentRow>(select)?.into_iter().next())
     }
 
     /// Keeps the media row for a followup's URL current (see `media::seen`).

@@ -273,3 +273,42 @@ fn pg_migrations_from_several_instances_at_once() {
         1
     );
 }
+
+#[derive(diesel::QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// The projector's next chunk must come from the ordered partial index, not from a sort of
+/// every queued event: with a backlog the latter makes every chunk cost the whole queue.
+#[test]
+fn pg_next_chunk_reads_the_queue_index() {
+    use hooksync::store::{open_and_migrate, Backend, DbOptions, DbUrl, Stmt};
+    let Some(url) = fresh_database("pg_plan") else {
+        return;
+    };
+    let mut db = open_and_migrate(&DbOptions {
+        url: DbUrl::parse(&url).unwrap(),
+        busy_timeout_ms: 1_000,
+    })
+    .unwrap();
+    db.batch(
+        "INSERT INTO events (source, provider, event_id, event_type, occurred_at, received_at, payload, status) \
+         SELECT 'getbill', 'getbill', 'e' || i, 'debt.created', now() - i * interval '1 second', now(), '{}', \
+         CASE WHEN i % 10 = 0 THEN 'queued' ELSE 'applied' END FROM generate_series(1, 20000) AS i; ANALYZE events",
+    )
+    .unwrap();
+    let sql = format!(
+        "EXPLAIN {}",
+        hooksync::projector::next_queued_sql(Backend::Postgres)
+    );
+    let plan: Vec<PlanLine> = db.load(Stmt::new(&sql).int(32)).unwrap();
+    let text: Vec<&str> = plan.iter().map(|p| p.line.as_str()).collect();
+    assert!(
+        text.iter()
+            .any(|l| l.contains("Index Scan using events_queued")),
+        "{text:#?}"
+    );
+    assert!(!text.iter().any(|l| l.contains("Sort")), "{text:#?}");
+}

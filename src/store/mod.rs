@@ -265,7 +265,7 @@ impl Db {
                 // set here so a server default of `off` cannot weaken it.
                 c.batch_execute(&format!(
                     "SET synchronous_commit = on; SET client_min_messages = warning; \
-                     SET TIME ZONE 'UTC'; SET application_name = 'hooksync'; \
+                     SET TIME ZONE 'UTC'; SET application_name = 'hooksync'; SET plan_cache_mode = force_generic_plan; \
                      SET lock_timeout = {}",
                     opts.busy_timeout_ms
                 ))?;

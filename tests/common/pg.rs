@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -209,10 +209,6 @@ impl PgServer {
     pub fn restart(&mut self) {
         self.stop();
         self.launch().expect("restart PostgreSQL");
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data
     }
 }
 
