@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
-use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
+use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
 use crate::store::{Backend, Db, Durability, Sql, Stmt, StoreError};
 
@@ -75,16 +75,20 @@ impl Projector {
     /// rolled back and run again with savepoints, so the failing event alone is marked
     /// `failed` and leaves nothing behind.
     pub fn run_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
-        match self.chunk(db, false) {
+        let first = match self.chunk(db, false) {
+            Err(ChunkError::NeedsCare) => {
+                tracing::debug!("an event failed in the chunk; applying it again with savepoints");
+                self.chunk(db, true)
+            }
+            other => other,
+        };
+        match first {
             Ok(r) => Ok(self.finish(r)),
-            Err(ChunkError::NeedsCare) => match self.chunk(db, true) {
-                Ok(r) => Ok(self.finish(r)),
-                Err(ChunkError::Store(e)) => Err(e),
-                Err(ChunkError::NeedsCare) => Err(StoreError::Query(
-                    diesel::result::Error::RollbackTransaction,
-                )),
-            },
             Err(ChunkError::Store(e)) => Err(e),
+            // A careful run marks failing events instead of asking for care.
+            Err(ChunkError::NeedsCare) => Err(StoreError::Query(
+                diesel::result::Error::RollbackTransaction,
+            )),
         }
     }
 
@@ -108,8 +112,20 @@ impl Projector {
             let events: Vec<QueuedEvent> = db.load(Stmt::new(sql).int(self.batch))?;
             let (mut counts, mut media) = ([0u64; 3], false);
             let mut done: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            let mut cache = RowCache::default();
+            if !careful {
+                // A dry run names the rows the chunk will touch, to read them all at once.
+                let mut wanted = Vec::new();
+                for ev in &events {
+                    if let Some(p) = self.providers.get(&ev.source) {
+                        let _ = p.project(ev, &mut Tx::new(db, ev, &now, Mode::Collect(&mut wanted)));
+                    }
+                }
+                cache.prefetch(db, wanted).map_err(ChunkError::from_project)?;
+            }
             for ev in &events {
-                match self.apply(db, ev, &now, careful)? {
+                let cache = (!careful).then_some(&mut cache);
+                match self.apply(db, ev, &now, cache)? {
                     Applied::Done { outcome, media: m } => {
                         media |= m;
                         let slot = usize::from(outcome == Outcome::Stale);
@@ -123,6 +139,7 @@ impl Projector {
                     }
                 }
             }
+            cache.flush(db, &now).map_err(ChunkError::from_project)?;
             // One statement per outcome for the whole chunk.
             for (outcome, seqs) in [Outcome::Applied, Outcome::Stale].iter().zip(&done) {
                 if seqs.is_empty() {
@@ -142,15 +159,17 @@ impl Projector {
         })
     }
 
-    /// Applies one event; `careful`: inside a savepoint, so an event that fails half-way leaves
-    /// nothing behind. Without, a failing event asks for the careful run (`NeedsCare`).
+    /// Applies one event. Through the chunk's row cache, a failing event asks for the careful
+    /// run (`NeedsCare`); without one (careful), inside a savepoint, so an event that fails
+    /// half-way leaves nothing behind.
     fn apply(
         &self,
         db: &mut Db,
         ev: &QueuedEvent,
         now: &str,
-        careful: bool,
+        cache: Option<&mut RowCache>,
     ) -> Result<Applied, ChunkError> {
+        let careful = cache.is_none();
         let Some(provider) = self.providers.get(&ev.source) else {
             return Ok(Applied::Failed(format!(
                 "no endpoint with source {:?} is configured",
@@ -160,7 +179,11 @@ impl Projector {
         if careful {
             db.batch("SAVEPOINT event")?;
         }
-        let mut tx = Tx::new(db, ev, now);
+        let mode = match cache {
+            Some(c) => Mode::Cached(c),
+            None => Mode::Direct,
+        };
+        let mut tx = Tx::new(db, ev, now, mode);
         let result = provider.project(ev, &mut tx);
         let media = tx.media_touched();
         match result {
@@ -192,6 +215,15 @@ enum ChunkError {
     Store(StoreError),
     /// An event failed outside a savepoint: run the chunk again, carefully.
     NeedsCare,
+}
+
+impl ChunkError {
+    fn from_project(e: ProjectError) -> ChunkError {
+        match e {
+            ProjectError::Store(e) if e.is_transient() => ChunkError::Store(e),
+            _ => ChunkError::NeedsCare,
+        }
+    }
 }
 
 impl From<StoreError> for ChunkError {

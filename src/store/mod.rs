@@ -263,10 +263,12 @@ impl Db {
                     PgConnection::establish(url).map_err(|e| StoreError::Connect(e.to_string()))?;
                 // `synchronous_commit = on` is what makes an acknowledged event durable; it is
                 // set here so a server default of `off` cannot weaken it.
+                // Ingest statements are prepared once and run thousands of times: one generic
+                // plan each (projector transactions plan afresh, see `transaction`).
                 c.batch_execute(&format!(
                     "SET synchronous_commit = on; SET client_min_messages = warning; \
-                     SET TIME ZONE 'UTC'; SET application_name = 'hooksync'; SET plan_cache_mode = force_generic_plan; \
-                     SET lock_timeout = {}",
+                     SET TIME ZONE 'UTC'; SET application_name = 'hooksync'; \
+                     SET plan_cache_mode = force_generic_plan; SET lock_timeout = {}",
                     opts.busy_timeout_ms
                 ))?;
                 Ok(Db::Pg(c))
@@ -345,7 +347,13 @@ impl Db {
             (Db::Sqlite(_), Durability::Synced) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
             (Db::Sqlite(_), Durability::Deferred) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
             (Db::Pg(_), Durability::Synced) => "BEGIN",
-            (Db::Pg(_), Durability::Deferred) => "BEGIN; SET LOCAL synchronous_commit = off",
+            // Projector statements find rows by key in tables that may have been empty when
+            // their generic plan was made (before any ANALYZE). For an empty table a scan of
+            // the whole of it looks cheapest, and the table then grows by thousands of rows a
+            // second; without sequential scans the plans stay index lookups.
+            (Db::Pg(_), Durability::Deferred) => {
+                "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off"
+            }
         };
         self.batch(begin)?;
         match f(self) {
