@@ -269,16 +269,8 @@ struct LockedRow {
     k0: String,
     #[diesel(sql_type = Nullable<Text>)]
     k1: Option<String>,
-    #[diesel(sql_type = Text)]
-    data: String,
-    #[diesel(sql_type = Text)]
-    versions: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_event_id: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_event_at: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    deleted_at: Option<String>,
+    #[diesel(embed)]
+    row: CurrentRow,
 }
 
 impl RowCache {
@@ -316,15 +308,9 @@ impl RowCache {
             }
             db.exec(c)?;
             for r in db.load::<LockedRow>(l)? {
-                let mut key = vec![r.k0.clone()];
-                key.extend(r.k1.clone());
-                let state = RowState::from_row(CurrentRow {
-                    data: r.data,
-                    versions: r.versions,
-                    last_event_id: r.last_event_id,
-                    last_event_at: r.last_event_at,
-                    deleted_at: r.deleted_at,
-                })?;
+                let mut key = vec![r.k0];
+                key.extend(r.k1);
+                let state = RowState::from_row(r.row)?;
                 self.rows.insert(
                     RowKey {
                         table,

@@ -3,24 +3,10 @@
 
 mod common;
 
-use common::stream::{lifecycle, shuffled_with_duplicates, Event};
+use common::stream::{lifecycle, shuffled_with_duplicates, signed};
 use common::{Setup, TestApp};
 
 const TABLES: &[&str] = &["debts", "followups", "payments", "payment_plans", "notices"];
-
-fn signed(events: Vec<Event>) -> Vec<common::Req> {
-    events
-        .into_iter()
-        .map(|e| common::Req {
-            path: common::PATH.to_string(),
-            headers: vec![(
-                "X-GetBill-Signature".to_string(),
-                common::sign(common::SECRET, &e.body),
-            )],
-            body: e.body,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shuffled_duplicated_concurrent_stream_ends_like_the_ordered_one() {

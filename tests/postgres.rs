@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::pg::PgServer;
-use common::stream::{lifecycle, shuffled_with_duplicates, Event};
-use common::{Daemon, Load, Reader, Req, Setup, TestApp};
+use common::stream::{lifecycle, shuffled_with_duplicates, signed};
+use common::{Daemon, Load, Reader, Setup, TestApp};
 
 const TABLES: &[&str] = &["debts", "followups", "payments", "payment_plans", "notices"];
 
@@ -37,20 +37,6 @@ fn on(url: &str) -> Setup {
         database_url: Some(url.to_owned()),
         ..Setup::default()
     }
-}
-
-fn signed(events: Vec<Event>) -> Vec<Req> {
-    events
-        .into_iter()
-        .map(|e| Req {
-            path: common::PATH.to_string(),
-            headers: vec![(
-                "X-GetBill-Signature".to_string(),
-                common::sign(common::SECRET, &e.body),
-            )],
-            body: e.body,
-        })
-        .collect()
 }
 
 async fn status(client: &reqwest::Client, url: String) -> u16 {
@@ -146,15 +132,7 @@ async fn pg_kill_9_of_one_instance_loses_nothing_and_the_other_finishes() {
     acked.extend(load_b.finish().await);
 
     let mut db = Reader::open_url(&url);
-    let stored = db.event_ids();
-    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events lost, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        lost.first()
-    );
+    db.assert_stored(&acked);
     common::wait_until("the survivor to finish", Duration::from_secs(60), || {
         db.queued() == 0
     })
@@ -222,9 +200,7 @@ async fn pg_restart_under_load_gives_503_then_recovers_without_loss() {
     let acked = load.finish().await;
 
     let mut db = Reader::open_url(&url);
-    let stored = db.event_ids();
-    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost", lost.len());
+    db.assert_stored(&acked);
     app.wait_projected().await;
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),

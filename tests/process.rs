@@ -23,15 +23,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
     let d2 = Daemon::spawn(&config, &cert, port, admin).await;
     let mut db = Reader::open(dir.path());
     assert!(db.integrity_ok());
-    let stored = db.event_ids();
-    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events lost, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        lost.first()
-    );
+    db.assert_stored(&acked);
 
     common::wait_until(
         "projection to finish after restart",
@@ -76,11 +68,7 @@ async fn graceful_stop(signal: &str) {
     let code = d.wait_exit(Duration::from_secs(30)).await;
     let acked = load.finish().await;
     assert_eq!(code, Some(0), "exit status after SIG{signal}");
-    let stored = Reader::open(dir.path()).event_ids();
-    assert!(
-        acked.iter().all(|id| stored.contains(id)),
-        "an acknowledged event is missing after SIG{signal}"
-    );
+    Reader::open(dir.path()).assert_stored(&acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

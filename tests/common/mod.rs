@@ -372,6 +372,19 @@ impl Reader {
             .and_then(|s| s.as_str().map(str::to_owned))
     }
 
+    /// Every id in `acked` (events answered 2xx) is stored.
+    pub fn assert_stored(&mut self, acked: &[String]) {
+        let stored = self.event_ids();
+        let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged events lost, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            lost.first()
+        );
+    }
+
     pub fn event_ids(&mut self) -> std::collections::HashSet<String> {
         let sql = format!("SELECT {} AS j FROM events", self.agg("event_id"));
         names(&self.json(&sql)).into_iter().collect()

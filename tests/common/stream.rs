@@ -272,3 +272,18 @@ pub fn shuffled_with_duplicates(events: &[Event], seed: u64) -> Vec<Event> {
     out.shuffle(&mut rng);
     out
 }
+
+/// Each event as GetBill sends it: signed with the test secret.
+pub fn signed(events: Vec<Event>) -> Vec<super::Req> {
+    events
+        .into_iter()
+        .map(|e| super::Req {
+            path: super::PATH.to_string(),
+            headers: vec![(
+                "X-GetBill-Signature".to_string(),
+                super::sign(super::SECRET, &e.body),
+            )],
+            body: e.body,
+        })
+        .collect()
+}
