@@ -66,9 +66,10 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
     s.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
+    /// May hold a password: printed only through `store::redact_url`.
     pub url: String,
     /// Most events one group commit takes.
     pub batch_max: usize,
@@ -76,8 +77,20 @@ pub struct DatabaseConfig {
     pub queue_capacity: usize,
     /// How long a request waits for its commit before it is answered 503.
     pub commit_timeout_ms: u64,
-    /// How long a write waits for a lock another process holds (SQLite) before it fails.
+    /// How long a write waits for a lock another process holds before it fails.
     pub busy_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("batch_max", &self.batch_max)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("commit_timeout_ms", &self.commit_timeout_ms)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -519,13 +532,16 @@ mod tests {
     #[test]
     fn debug_output_hides_secrets() {
         let cfg = Config::from_toml(
-            "[[endpoints]]\nname = \"t\"\npath = \"/t\"\nprovider = \"bigledger-topic\"\ntopic = \"X_CREATED\"\n\
+            "[database]\nurl = \"postgres://app:db-password-3@127.0.0.1/crm\"\n\
+             [[endpoints]]\nname = \"t\"\npath = \"/t\"\nprovider = \"bigledger-topic\"\ntopic = \"X_CREATED\"\n\
              secrets = [\"literal-secret-1\"]\nauth_header = { name = \"X-T\", value = \"literal-token-2\" }\n",
         )
         .unwrap();
         let text = format!("{cfg:?}");
         assert!(
-            !text.contains("literal-secret-1") && !text.contains("literal-token-2"),
+            !text.contains("literal-secret-1")
+                && !text.contains("literal-token-2")
+                && !text.contains("db-password-3"),
             "{text}"
         );
     }
