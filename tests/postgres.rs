@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::pg::PgServer;
-use common::stream::{lifecycle, shuffled_with_duplicates, signed};
+use common::stream::{contended, lifecycle, shuffled_with_duplicates, signed};
 use common::{Daemon, Load, Reader, Setup, TestApp};
 
 const TABLES: &[&str] = &["debts", "followups", "payments", "payment_plans", "notices"];
@@ -90,20 +90,53 @@ async fn pg_two_instances_on_one_database_end_like_one_in_order() {
     );
     common::assert_same_tables(&mut want, &mut got, TABLES);
     // Both instances' projectors took part (each claims what the other has not locked).
-    let applied_a = a
-        .metric("hooksync_events_projected_total{status=\"applied\"}")
-        .await
-        + a.metric("hooksync_events_projected_total{status=\"stale\"}")
-            .await;
-    let applied_b = b
-        .metric("hooksync_events_projected_total{status=\"applied\"}")
-        .await
-        + b.metric("hooksync_events_projected_total{status=\"stale\"}")
-            .await;
+    let (applied_a, applied_b) = (projected(&a).await, projected(&b).await);
     assert!(
         applied_a > 0 && applied_b > 0,
         "projected by a: {applied_a}, by b: {applied_b}"
     );
+    ordered.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Two projectors drain one backlog side by side: consecutive chunks go to different
+/// instances at the same moment and touch the same rows, which the row locks must serialise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_projectors_on_one_backlog_end_like_one_in_order() {
+    let (Some(shared), Some(reference)) = (
+        fresh_database("pg_backlog_shared"),
+        fresh_database("pg_backlog_reference"),
+    ) else {
+        return;
+    };
+    let events = contended(8, 1200, 5);
+    let ordered = TestApp::start(on(&reference)).await;
+    for ev in &events {
+        assert_eq!(ordered.send(&ev.body).await, 200);
+    }
+    let ingest = TestApp::start(Setup {
+        projector: false,
+        ..on(&shared)
+    })
+    .await;
+    common::send_concurrently(&ingest, signed(shuffled_with_duplicates(&events, 21)), 4).await;
+    ingest.stop().await;
+
+    let (a, b) = tokio::join!(TestApp::start(on(&shared)), TestApp::start(on(&shared)));
+    ordered.wait_projected().await;
+    a.wait_projected().await;
+    let (mut want, mut got) = (ordered.reader(), a.reader());
+    assert_eq!(
+        got.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
+        0
+    );
+    common::assert_same_tables(&mut want, &mut got, &["debts"]);
+    let fields = got
+        .count("SELECT COUNT(*) AS n FROM debts, jsonb_object_keys(data) AS k WHERE k LIKE 'f%'");
+    assert_eq!(fields, 1200, "every update's field is in its row");
+    let (pa, pb) = (projected(&a).await, projected(&b).await);
+    assert!(pa > 0 && pb > 0, "projected by a: {pa}, by b: {pb}");
     ordered.stop().await;
     a.stop().await;
     b.stop().await;
@@ -287,4 +320,13 @@ fn pg_next_chunk_reads_the_queue_index() {
         "{text:#?}"
     );
     assert!(!text.iter().any(|l| l.contains("Sort")), "{text:#?}");
+}
+
+/// Events an instance's projector finished (applied or stale).
+async fn projected(app: &TestApp) -> u64 {
+    app.metric("hooksync_events_projected_total{status=\"applied\"}")
+        .await
+        + app
+            .metric("hooksync_events_projected_total{status=\"stale\"}")
+            .await
 }

@@ -287,3 +287,36 @@ pub fn signed(events: Vec<Event>) -> Vec<super::Req> {
         })
         .collect()
 }
+
+/// A few debts updated over and over, the updates of all of them interleaved in time, each
+/// adding a field of its own: every chunk of a projector touches every row, and an update
+/// lost by a merge shows as a missing field.
+pub fn contended(debts: usize, updates: usize, prefix: u64) -> Vec<Event> {
+    let mut b = Builder {
+        events: Vec::new(),
+        counter: 0,
+        prefix,
+    };
+    let base = 1_704_067_200;
+    for d in 0..debts {
+        b.push(
+            base,
+            "debt.created",
+            json!({"id": format!("c{d}"), "status": "status.default.pending", "amount": num("10.00")}),
+            json!({}),
+        );
+    }
+    for k in 0..updates {
+        let d = k % debts;
+        let mut data = serde_json::Map::new();
+        data.insert("id".into(), json!(format!("c{d}")));
+        data.insert(format!("f{k:05}"), json!(k));
+        b.push(
+            base + 1 + k as i64,
+            "debt.updated",
+            Value::Object(data),
+            json!({}),
+        );
+    }
+    b.events.into_iter().map(|(_, _, e)| e).collect()
+}
