@@ -193,26 +193,18 @@ struct Inserted {
 /// envelope already keeps out what a backend cannot store). It is kept the way an unreadable
 /// body is, so the sender is answered and the bytes are not lost.
 fn refused(ev: &NewEvent, why: &StoreError) -> NewEvent {
-    use sha2::Digest;
     let bytes = ev
         .raw_body
         .clone()
         .or_else(|| ev.payload.as_ref().map(|p| p.clone().into_bytes()))
         .unwrap_or_default();
-    NewEvent {
-        source: ev.source.clone(),
-        provider: ev.provider,
-        event_id: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
-        event_type: None,
-        occurred_at: ev.received_at.clone(),
-        rank: 1,
-        received_at: ev.received_at.clone(),
-        tenant: None,
-        payload: None,
-        raw_body: Some(bytes),
-        status: EventStatus::Invalid,
-        last_error: Some(format!("the database refused the event: {why}")),
-    }
+    NewEvent::invalid(
+        ev.source.clone(),
+        ev.provider,
+        bytes,
+        ev.received_at.clone(),
+        format!("the database refused the event: {why}"),
+    )
 }
 
 impl StoreThread {

@@ -56,8 +56,7 @@ pub struct Mapping {
     /// Key columns besides `source`.
     pub key: &'static [&'static str],
     pub cols: &'static [Col],
-    select_sql: [OnceLock<String>; 2],
-    claim_sql: OnceLock<String>,
+    select_sql: OnceLock<String>,
     upsert_sql: OnceLock<String>,
 }
 
@@ -71,56 +70,23 @@ impl Mapping {
             table,
             key,
             cols,
-            select_sql: [OnceLock::new(), OnceLock::new()],
-            claim_sql: OnceLock::new(),
+            select_sql: OnceLock::new(),
             upsert_sql: OnceLock::new(),
         }
     }
 
-    /// Reads the current row. On PostgreSQL it also locks it: another instance's projector
-    /// may be merging into the same row, and the merge must start from what it committed.
-    fn select_sql(&self, b: Backend) -> &str {
-        self.select_sql[b as usize].get_or_init(|| {
+    /// SQLite: reads the current row (the store thread is the only writer, so there is nothing
+    /// to lock; PostgreSQL goes through [`lock_rows`]).
+    fn select_sql(&self) -> &str {
+        self.select_sql.get_or_init(|| {
             let mut sql = format!(
-                "SELECT {} AS data, {} AS versions, last_event_id, {} AS last_event_at, {} AS deleted_at \
-                 FROM {} WHERE source = ?",
-                b.json_text("data"),
-                b.json_text("versions"),
-                b.time_text("last_event_at"),
-                b.time_text("deleted_at"),
+                "SELECT data, versions, last_event_id, last_event_at, deleted_at FROM {} WHERE source = ?",
                 self.table
             );
             for k in self.key {
                 sql.push_str(&format!(" AND \"{k}\" = ?"));
             }
-            if b == Backend::Postgres {
-                sql.push_str(" FOR UPDATE");
-            }
             sql
-        })
-    }
-
-    /// PostgreSQL only: makes sure the row exists and locks it, and reads it, in one round
-    /// trip, so two instances creating the same row take turns instead of both merging into
-    /// nothing. `claimed` = 1: the row is new (an empty one, ours until commit, that the
-    /// upsert fills or the rollback removes). Otherwise the existing row comes back locked;
-    /// if none does, another transaction created it after this statement's snapshot, and a
-    /// plain `SELECT ... FOR UPDATE` (`select_sql`) reads it.
-    fn claim_sql(&self) -> &str {
-        self.claim_sql.get_or_init(|| {
-            let b = Backend::Postgres;
-            let mut names = vec!["source".to_string()];
-            names.extend(self.key.iter().map(|k| format!("\"{k}\"")));
-            let marks = vec!["?"; names.len()].join(", ");
-            format!(
-                "WITH claim AS (INSERT INTO {t} ({}, data, versions, synced_at) \
-                 VALUES ({marks}, '{{}}', '{{}}', now()) ON CONFLICT DO NOTHING RETURNING 1) \
-                 SELECT (SELECT COUNT(*) FROM claim) AS claimed, cur.* FROM (SELECT 1) AS one \
-                 LEFT JOIN ({}) AS cur ON true",
-                names.join(", "),
-                self.select_sql(b),
-                t = self.table,
-            )
         })
     }
 
@@ -164,8 +130,9 @@ impl Mapping {
         }
     }
 
-    /// PostgreSQL, for a whole chunk: creates the missing rows of `n` keys (empty, see
-    /// `claim_sql`) in one statement.
+    /// PostgreSQL: creates the missing rows of `n` keys in one statement, empty (`versions`
+    /// `{}`, which reads as absent), so that two instances creating the same row take turns
+    /// instead of both merging into nothing. The upsert fills them, a rollback removes them.
     fn claim_rows_sql(&self, n: usize) -> String {
         let mut names = vec!["source".to_string()];
         names.extend(self.key.iter().map(|k| format!("\"{k}\"")));
@@ -181,7 +148,7 @@ impl Mapping {
         )
     }
 
-    /// PostgreSQL, for a whole chunk: reads and locks the rows of `n` keys, one index lookup
+    /// PostgreSQL: reads and locks the rows of `n` keys, one index lookup
     /// per key in the order given (the keys arrive sorted, so two instances lock in the same
     /// order). A lateral lookup per key keeps that plan whatever the table's statistics; an
     /// `IN` list over a table that was empty when planned becomes a scan of the whole table.
@@ -293,35 +260,10 @@ impl RowCache {
                 .iter()
                 .take_while(|w| w.1.table == table)
                 .count();
-            let (m, keys) = (wanted[i].0, &wanted[i..j]);
-            let claim = m.claim_rows_sql(keys.len());
-            let lock = m.lock_rows_sql(keys.len());
-            let mut c = Stmt::new(&claim);
-            let mut l = Stmt::new(&lock);
-            for (_, k) in keys {
-                c = c.text(&k.source);
-                l = l.text(&k.source);
-                for v in &k.key {
-                    c = c.text(v);
-                    l = l.text(v);
-                }
-            }
-            db.exec(c)?;
-            for r in db.load::<LockedRow>(l)? {
-                let mut key = vec![r.k0];
-                key.extend(r.k1);
-                let state = RowState::from_row(r.row)?;
-                self.rows.insert(
-                    RowKey {
-                        table,
-                        source: r.source,
-                        key,
-                    },
-                    Cached {
-                        state,
-                        dirty: Vec::new(),
-                    },
-                );
+            let keys: Vec<&RowKey> = wanted[i..j].iter().map(|(_, k)| k).collect();
+            for (key, state) in lock_rows(db, wanted[i].0, &keys)? {
+                let dirty = Vec::new();
+                self.rows.insert(key, Cached { state, dirty });
             }
             i = j;
         }
@@ -356,6 +298,43 @@ impl RowCache {
         self.rows.clear();
         Ok(())
     }
+}
+
+/// PostgreSQL: creates (empty) the rows of `keys` that are missing, then locks and reads them
+/// all, in two statements whatever their number. Keys come sorted, so instances lock in the
+/// same order. The claim is a statement of its own so that the read, a later statement, sees
+/// rows another transaction created while the claim waited for it.
+fn lock_rows(
+    db: &mut Db,
+    m: &Mapping,
+    keys: &[&RowKey],
+) -> Result<Vec<(RowKey, RowState)>, ProjectError> {
+    let claim = m.claim_rows_sql(keys.len());
+    let lock = m.lock_rows_sql(keys.len());
+    let mut c = Stmt::new(&claim);
+    let mut l = Stmt::new(&lock);
+    for k in keys {
+        c = c.text(&k.source);
+        l = l.text(&k.source);
+        for v in &k.key {
+            c = c.text(v);
+            l = l.text(v);
+        }
+    }
+    db.exec(c)?;
+    db.load::<LockedRow>(l)?
+        .into_iter()
+        .map(|r| {
+            let mut key = vec![r.k0];
+            key.extend(r.k1);
+            let row_key = RowKey {
+                table: m.table,
+                source: r.source,
+                key,
+            };
+            Ok((row_key, RowState::from_row(r.row)?))
+        })
+        .collect()
 }
 
 /// One row's values in `Mapping::upsert_sql` order.
@@ -476,22 +455,6 @@ impl QueuedEvent {
 }
 
 #[derive(QueryableByName)]
-struct ClaimedRow {
-    #[diesel(sql_type = BigInt)]
-    claimed: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    data: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    versions: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_event_id: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_event_at: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    deleted_at: Option<String>,
-}
-
-#[derive(QueryableByName)]
 struct CurrentRow {
     #[diesel(sql_type = Text)]
     data: String,
@@ -590,20 +553,18 @@ impl<'c> Tx<'c> {
             source: self.event.source.clone(),
             key: key.iter().map(|k| (*k).to_owned()).collect(),
         };
+        // Taken out of the chunk's cache (and put back below), or read from the database.
         let cached = match &mut self.mode {
             Mode::Collect(wanted) => {
                 wanted.push((m, row_key));
                 return Ok(None);
             }
-            Mode::Cached(cache) => cache.rows.get(&row_key).map(|c| c.state.clone()),
+            Mode::Cached(cache) => cache.rows.remove(&row_key),
             Mode::Direct => None,
         };
-        let mut st = match cached {
-            Some(st) => st,
-            None => match self.current(m, key)?.filter(|r| r.versions != "{}") {
-                Some(r) => RowState::from_row(r)?,
-                None => RowState::default(),
-            },
+        let (mut st, mut dirty) = match cached {
+            Some(c) => (c.state, c.dirty),
+            None => (self.current(m, &row_key)?, Vec::new()),
         };
         let pos = self.pos.as_str();
         let newer = |versions: &Map<String, Value>, k: &str| {
@@ -651,14 +612,10 @@ impl<'c> Tx<'c> {
         let merged = changed.then(|| st.data.clone());
         match &mut self.mode {
             Mode::Cached(cache) => {
-                let entry = cache.rows.entry(row_key.clone()).or_insert_with(|| Cached {
-                    state: RowState::default(),
-                    dirty: Vec::new(),
-                });
-                entry.state = st;
-                if changed && !entry.dirty.iter().any(|d| std::ptr::eq(*d, m)) {
-                    entry.dirty.push(m);
+                if changed && !dirty.iter().any(|d| std::ptr::eq(*d, m)) {
+                    dirty.push(m);
                 }
+                cache.rows.insert(row_key, Cached { state: st, dirty });
             }
             Mode::Direct if changed => {
                 let v = RowValues::new(m, &row_key, &st)?;
@@ -670,44 +627,20 @@ impl<'c> Tx<'c> {
         Ok(merged)
     }
 
-    /// The row at `key` as it is, locked on PostgreSQL (see `Mapping::claim_sql`).
-    fn current(&mut self, m: &Mapping, key: &[&str]) -> Result<Option<CurrentRow>, StoreError> {
-        let backend = self.db.backend();
-        if backend == Backend::Postgres {
-            let mut claim = Stmt::new(m.claim_sql());
-            for _ in 0..2 {
-                claim = claim.text(&self.event.source);
-                for k in key {
-                    claim = claim.text(k);
-                }
-            }
-            let row = self.db.load::<ClaimedRow>(claim)?.into_iter().next();
-            match row {
-                Some(r) if r.claimed > 0 => return Ok(None),
-                Some(ClaimedRow {
-                    data: Some(data),
-                    versions: Some(versions),
-                    last_event_id,
-                    last_event_at,
-                    deleted_at,
-                    ..
-                }) => {
-                    return Ok(Some(CurrentRow {
-                        data,
-                        versions,
-                        last_event_id,
-                        last_event_at,
-                        deleted_at,
-                    }))
-                }
-                _ => {}
-            }
+    /// The row at `key` as it is (empty when there is none), locked on PostgreSQL.
+    fn current(&mut self, m: &Mapping, key: &RowKey) -> Result<RowState, ProjectError> {
+        if self.db.backend() == Backend::Postgres {
+            let row = lock_rows(self.db, m, &[key])?.into_iter().next();
+            return Ok(row.map(|(_, st)| st).unwrap_or_default());
         }
-        let mut select = Stmt::new(m.select_sql(backend)).text(&self.event.source);
-        for k in key {
+        let mut select = Stmt::new(m.select_sql()).text(&key.source);
+        for k in &key.key {
             select = select.text(k);
         }
-        Ok(self.db.load::<CurrentRow>(select)?.into_iter().next())
+        match self.db.load::<CurrentRow>(select)?.into_iter().next() {
+            Some(r) => RowState::from_row(r),
+            None => Ok(RowState::default()),
+        }
     }
 
     /// Keeps the media row for a followup's URL current (see `media::seen`).

@@ -337,6 +337,33 @@ pub struct NewEvent {
     pub last_error: Option<String>,
 }
 
+impl NewEvent {
+    /// An authentic body that cannot be stored as an event: kept whole, under the SHA-256 of
+    /// its bytes (so a re-delivery is a duplicate), with the reason.
+    pub fn invalid(
+        source: Arc<str>,
+        provider: &'static str,
+        body: Vec<u8>,
+        received_at: String,
+        why: String,
+    ) -> NewEvent {
+        NewEvent {
+            source,
+            provider,
+            event_id: format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+            event_type: None,
+            occurred_at: received_at.clone(),
+            rank: 1,
+            received_at,
+            tenant: None,
+            payload: None,
+            raw_body: Some(body),
+            status: EventStatus::Invalid,
+            last_error: Some(why),
+        }
+    }
+}
+
 impl Endpoint {
     /// Resolves the endpoint's secrets and builds it (what the daemon does at start).
     pub fn from_config(cfg: &EndpointConfig) -> Result<Endpoint, String> {
@@ -429,20 +456,13 @@ impl Verified<'_> {
                     last_error: env.note,
                 })
             }
-            Err(why) => Ok(NewEvent {
-                source: ep.source.clone(),
-                provider: ep.provider.kind(),
-                event_id: format!("sha256:{}", hex::encode(Sha256::digest(self.body))),
-                event_type: None,
-                occurred_at: received.clone(),
-                rank: 1,
-                received_at: received,
-                tenant: None,
-                payload: None,
-                raw_body: Some(self.body.to_vec()),
-                status: EventStatus::Invalid,
-                last_error: Some(why),
-            }),
+            Err(why) => Ok(NewEvent::invalid(
+                ep.source.clone(),
+                ep.provider.kind(),
+                self.body.to_vec(),
+                received,
+                why,
+            )),
         }
     }
 }

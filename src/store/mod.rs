@@ -32,19 +32,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the connection itself is gone and must be opened again.
-    pub fn is_connection_lost(&self) -> bool {
-        use diesel::result::DatabaseErrorKind as K;
-        matches!(
-            self,
-            StoreError::Connect(_)
-                | StoreError::Query(diesel::result::Error::DatabaseError(
-                    K::ClosedConnection | K::UnableToSendCommand,
-                    _
-                ))
-        )
-    }
-
     /// True when the same work may succeed if simply tried again: the connection went away,
     /// or PostgreSQL gave up on a lock (a deadlock between two instances' projectors, a
     /// serialization failure, a cancelled statement).
