@@ -8,6 +8,11 @@
 //! connections, plain HTTP for both so that the ratio measures what hooksync adds (signature,
 //! envelope, durable group commit), not TLS.
 //!
+//! Two rows split the gap between them: (a2) the bare server also checking each signature and
+//! reading each envelope with hooksync's own code (`--verify-server`), which bounds what the
+//! HTTP side can reach; and (s) hooksync's inbox driven in-process by the same number of tasks,
+//! with no HTTP at all, which bounds what the durable store can reach on this machine.
+//!
 //! Then the projector: hooksync restarted with the projector on over the events just stored;
 //! the time until none is queued gives events applied per second.
 //!
@@ -38,7 +43,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-server") {
         let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
-        bare_server(port);
+        bare_server(port, false);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--verify-server") {
+        let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
+        bare_server(port, true);
         return;
     }
     let secs: u64 = std::env::var("BENCH_SECS")
@@ -76,6 +86,28 @@ fn main() {
     let bare_res = drive(port, conns, dur, 0);
     let bare_rss = peak_rss(&bare);
     stop(bare);
+
+    // (a2) the same server doing what hooksync does before the store (signature, envelope):
+    // how much of the gap is the HTTP side.
+    let port = free_port();
+    let verify = Command::new(std::env::current_exe().expect("current exe"))
+        .arg("--verify-server")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("verify server");
+    wait_port(port);
+    let verify_res = drive(port, conns, dur, 4);
+    let verify_rss = peak_rss(&verify);
+    stop(verify);
+
+    // (s) hooksync's inbox alone, in this process: 32 tasks verify signed bodies and submit
+    // them, no HTTP. How fast the durable store goes when it has the machine to itself.
+    let sqlite_alone = inbox_alone(
+        &format!("sqlite://{}", dir.path().join("alone.db").display()),
+        conns,
+        dur,
+    );
 
     // (b) hooksync, SQLite, durable, projector off: pure ingest
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -115,7 +147,9 @@ fn main() {
         let secs = start.elapsed().as_secs_f64();
         let rss = rss.max(peak_rss(&hs));
         stop(hs);
-        (res, rss, secs)
+        server.ensure_database("alone");
+        let alone = inbox_alone(&server.url("alone"), conns, dur);
+        (res, rss, secs, alone)
     });
 
     println!();
@@ -124,6 +158,11 @@ fn main() {
         "target", "req/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
     );
     row("(a) bare hyper (read body, 200)", &bare_res, bare_rss);
+    row(
+        "(a2) bare hyper + signature and envelope",
+        &verify_res,
+        verify_rss,
+    );
     row(
         "(b) hooksync sqlite durable, ingest only",
         &hs_res,
@@ -134,10 +173,28 @@ fn main() {
         &mixed,
         mixed_rss,
     );
-    if let Some((r, rss, _)) = &pg_res {
+    if let Some((r, rss, _, _)) = &pg_res {
         row("(e) hooksync postgres durable, ingest only", r, *rss);
     }
+    let alone_row = |name: &str, a: &(f64, u64, f64)| {
+        println!(
+            "{name:<44} {:>10.0}   (events/s, no HTTP; {} commits, {:.1} events per commit)",
+            a.0, a.1, a.2
+        )
+    };
+    alone_row("(s) hooksync inbox alone, sqlite durable", &sqlite_alone);
+    if let Some((_, _, _, alone)) = &pg_res {
+        alone_row("(t) hooksync inbox alone, postgres durable", alone);
+    }
     println!();
+    println!(
+        "signature and envelope / bare: {:.2}   (the HTTP side's own ceiling)",
+        verify_res.rps() / bare_res.rps()
+    );
+    println!(
+        "inbox alone / bare:            {:.2}   (the store's own ceiling)",
+        sqlite_alone.0 / bare_res.rps()
+    );
     let ratio = hs_res.rps() / bare_res.rps();
     println!("durable ingest / bare:     {ratio:.2}   (target >= 0.40)");
     println!(
@@ -149,10 +206,14 @@ fn main() {
         queued as f64 / proj_secs
     );
     match (&pg_res, &server) {
-        (Some((r, _, secs)), _) => {
+        (Some((r, _, secs, alone)), _) => {
             println!(
                 "postgres ingest / bare:    {:.2}   (target >= 0.25)",
                 r.rps() / bare_res.rps()
+            );
+            println!(
+                "postgres inbox alone / bare: {:.2}   (the store's own ceiling)",
+                alone.0 / bare_res.rps()
             );
             println!(
                 "postgres ack p99 (e):      {:.2} ms (target < 20 ms)",
@@ -374,7 +435,88 @@ fn drive(port: u16, conns: usize, dur: Duration, run: u64) -> RunResult {
     })
 }
 
-fn bare_server(port: u16) {
+/// hooksync's GetBill endpoint as configured in `spawn_hooksync`.
+fn bench_endpoint() -> hooksync::providers::Endpoint {
+    let cfg = hooksync::config::EndpointConfig {
+        name: "getbill".into(),
+        source: None,
+        path: "/webhooks/getbill".into(),
+        provider: "getbill".into(),
+        secrets: vec![SECRET.into()],
+        tenant: None,
+        topic: None,
+        auth_header: None,
+    };
+    hooksync::providers::Endpoint::from_config(&cfg).expect("endpoint")
+}
+
+/// Submits signed events straight to an inbox from `conns` tasks for `dur`; returns events/s,
+/// commits and events per commit.
+fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
+    use hooksync::inbox::{Inbox, InboxConfig};
+    use hooksync::store::{DbOptions, DbUrl};
+    let opts = DbOptions {
+        url: DbUrl::parse(db_url).unwrap(),
+        busy_timeout_ms: 5000,
+    };
+    let db = hooksync::store::open_and_migrate(&opts).expect("open");
+    let metrics = Arc::new(hooksync::metrics::Metrics::default());
+    let (inbox, thread) = Inbox::start(
+        db,
+        InboxConfig {
+            db: opts,
+            batch_max: 512,
+            queue_capacity: 8192,
+            commit_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+        },
+        None,
+        metrics.clone(),
+    )
+    .expect("inbox");
+    let endpoint = Arc::new(bench_endpoint());
+    // The same runtime shape as the daemon's (one worker per core).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored = rt.block_on(async move {
+        let deadline = Instant::now() + dur;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..conns {
+            let inbox = inbox.clone();
+            let endpoint = endpoint.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut headers = hyper::HeaderMap::new();
+                while Instant::now() < deadline {
+                    let (sig, b) = body(5, c, n);
+                    n += 1;
+                    headers.insert("x-getbill-signature", sig.parse().unwrap());
+                    let verified = endpoint.verify(&headers, &b).expect("signed");
+                    let event = verified
+                        .into_event(hooksync::timefmt::now(), 64)
+                        .expect("event");
+                    inbox.submit(event).await.expect("stored");
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        (total, total as f64 / start.elapsed().as_secs_f64())
+    });
+    // The store thread ends once the last handle to the inbox is gone.
+    let _ = thread.join();
+    let commits = metrics.commits.load(Ordering::Relaxed);
+    (stored.1, commits, stored.0 as f64 / commits.max(1) as f64)
+}
+
+fn bare_server(port: u16, verify: bool) {
+    let endpoint = Arc::new(bench_endpoint());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -389,13 +531,30 @@ fn bare_server(port: u16) {
                 Err(_) => continue,
             };
             stream.set_nodelay(true).ok();
+            let endpoint = endpoint.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            b"{\"status\":\"stored\"}",
-                        ))))
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let endpoint = endpoint.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes());
+                            let mut status = hyper::StatusCode::OK;
+                            if let (true, Ok(body)) = (verify, &body) {
+                                let event = endpoint
+                                    .verify(&parts.headers, body)
+                                    .ok()
+                                    .and_then(|v| v.into_event(hooksync::timefmt::now(), 64).ok());
+                                if std::hint::black_box(event).is_none() {
+                                    status = hyper::StatusCode::UNAUTHORIZED;
+                                }
+                            }
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from_static(
+                                b"{\"status\":\"stored\"}",
+                            )));
+                            *resp.status_mut() = status;
+                            Ok::<_, Infallible>(resp)
+                        }
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
