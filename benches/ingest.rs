@@ -10,8 +10,9 @@
 //!
 //! Two rows split the gap between them: (a2) the bare server also checking each signature and
 //! reading each envelope with hooksync's own code (`--verify-server`), which bounds what the
-//! HTTP side can reach; and (s) hooksync's inbox driven in-process by the same number of tasks,
-//! with no HTTP at all, which bounds what the durable store can reach on this machine.
+//! HTTP side can reach; and (s), (t) hooksync's inbox driven in-process by the same number of
+//! tasks, with no HTTP at all, which bounds what the durable store can reach on this machine
+//! (SQLite, PostgreSQL).
 //!
 //! Then the projector: hooksync restarted with the projector on over the events just stored;
 //! the time until none is queued gives events applied per second.
@@ -234,8 +235,15 @@ fn main() {
         peak as f64 / 1024.0
     );
     println!(
-        "errors: bare {}, hooksync {}, mixed {}",
-        bare_res.errors, hs_res.errors, mixed.errors
+        "errors: bare {}, signature and envelope {}, hooksync {}, mixed {}{}",
+        bare_res.errors,
+        verify_res.errors,
+        hs_res.errors,
+        mixed.errors,
+        pg_res
+            .as_ref()
+            .map(|(r, ..)| format!(", postgres {}", r.errors))
+            .unwrap_or_default()
     );
 }
 
