@@ -75,32 +75,10 @@ fn main() {
     );
 
     // (a) bare hyper
-    let port = free_port();
-    let me = std::env::current_exe().expect("current exe");
-    let bare = Command::new(me)
-        .arg("--bare-server")
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("bare");
-    wait_port(port);
-    let bare_res = drive(port, conns, dur, 0);
-    let bare_rss = peak_rss(&bare);
-    stop(bare);
-
+    let (bare_res, bare_rss) = reference_server("--bare-server", conns, dur, 0);
     // (a2) the same server doing what hooksync does before the store (signature, envelope):
     // how much of the gap is the HTTP side.
-    let port = free_port();
-    let verify = Command::new(std::env::current_exe().expect("current exe"))
-        .arg("--verify-server")
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("verify server");
-    wait_port(port);
-    let verify_res = drive(port, conns, dur, 4);
-    let verify_rss = peak_rss(&verify);
-    stop(verify);
+    let (verify_res, verify_rss) = reference_server("--verify-server", conns, dur, 4);
 
     // (s) hooksync's inbox alone, in this process: 32 tasks verify signed bodies and submit
     // them, no HTTP. How fast the durable store goes when it has the machine to itself.
@@ -112,42 +90,24 @@ fn main() {
 
     // (b) hooksync, SQLite, durable, projector off: pure ingest
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (hs, port) = spawn_hooksync(dir.path(), &db, false);
-    let hs_res = drive(port, conns, dur, 1);
-    let hs_rss_ingest = peak_rss(&hs);
-    stop(hs);
+    let (hs_res, hs_rss_ingest) = hooksync_run(dir.path(), &db, false, (conns, dur, 1));
 
     // (c) projector: restart with the projector on and time the drain of the backlog.
-    let start = Instant::now();
-    let (hs, _) = spawn_hooksync(dir.path(), &db, true);
     let queued = hs_res.ok;
-    wait_drained(&db, Duration::from_secs(600));
-    let proj_secs = start.elapsed().as_secs_f64();
-    let proj_rss = peak_rss(&hs);
-    stop(hs);
+    let (proj_secs, proj_rss) = drain(dir.path(), &db);
 
     // (d) hooksync with the projector running during the load: what a sender sees in practice.
     let db2 = format!("sqlite://{}", dir.path().join("bench-mixed.db").display());
-    let (hs, port) = spawn_hooksync(dir.path(), &db2, true);
-    let mixed = drive(port, conns, dur, 2);
-    let mixed_rss = peak_rss(&hs);
-    stop(hs);
+    let (mixed, mixed_rss) = hooksync_run(dir.path(), &db2, true, (conns, dur, 2));
 
     // (e, f) PostgreSQL: ingest only, then the projector's drain.
     let server = pg::PgServer::start();
     let pg_res = server.as_ref().ok().map(|server| {
         server.ensure_database("bench");
         let url = server.url("bench");
-        let (hs, port) = spawn_hooksync(dir.path(), &url, false);
-        let res = drive(port, conns, dur, 3);
-        let rss = peak_rss(&hs);
-        stop(hs);
-        let start = Instant::now();
-        let (hs, _) = spawn_hooksync(dir.path(), &url, true);
-        wait_drained(&url, Duration::from_secs(600));
-        let secs = start.elapsed().as_secs_f64();
-        let rss = rss.max(peak_rss(&hs));
-        stop(hs);
+        let (res, rss) = hooksync_run(dir.path(), &url, false, (conns, dur, 3));
+        let (secs, drain_rss) = drain(dir.path(), &url);
+        let rss = rss.max(drain_rss);
         server.ensure_database("alone");
         let alone = inbox_alone(&server.url("alone"), conns, dur);
         (res, rss, secs, alone)
@@ -287,6 +247,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs this binary as a reference server (`--bare-server` or `--verify-server`) on a free port
+/// and drives it; returns the run and the server's peak RSS.
+fn reference_server(flag: &str, conns: usize, dur: Duration, run: u64) -> (RunResult, u64) {
+    let port = free_port();
+    let server = Command::new(std::env::current_exe().expect("current exe"))
+        .arg(flag)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("reference server");
+    wait_port(port);
+    let res = drive(port, conns, dur, run);
+    let rss = peak_rss(&server);
+    stop(server);
+    (res, rss)
+}
+
 fn wait_port(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -320,6 +297,33 @@ fn spawn_hooksync(dir: &std::path::Path, db_url: &str, projector: bool) -> (Chil
         .expect("spawn hooksync");
     wait_port(port);
     (child, port)
+}
+
+/// Drives a fresh hooksync on `db_url` with the load `(connections, duration, run)`; returns the
+/// run and hooksync's peak RSS.
+fn hooksync_run(
+    dir: &std::path::Path,
+    db_url: &str,
+    projector: bool,
+    (conns, dur, run): (usize, Duration, u64),
+) -> (RunResult, u64) {
+    let (hs, port) = spawn_hooksync(dir, db_url, projector);
+    let res = drive(port, conns, dur, run);
+    let rss = peak_rss(&hs);
+    stop(hs);
+    (res, rss)
+}
+
+/// Starts hooksync with the projector on over a stored backlog and times it until nothing is
+/// queued (process start included); returns the seconds and hooksync's peak RSS.
+fn drain(dir: &std::path::Path, db_url: &str) -> (f64, u64) {
+    let start = Instant::now();
+    let (hs, _) = spawn_hooksync(dir, db_url, true);
+    wait_drained(db_url, Duration::from_secs(600));
+    let secs = start.elapsed().as_secs_f64();
+    let rss = peak_rss(&hs);
+    stop(hs);
+    (secs, rss)
 }
 
 fn wait_drained(db_url: &str, limit: Duration) {

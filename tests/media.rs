@@ -238,24 +238,12 @@ async fn oversize_files_fail_with_the_reason() {
         );
         assert!(row["path"].is_null());
     }
-    let files: Vec<_> = walk(&app.dir.path().join("media"));
+    let files: Vec<_> = common::walk(&app.dir.path().join("media"));
     assert!(
         files.is_empty(),
         "nothing of an oversize file is kept: {files:?}"
     );
     app.stop().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::media_server::{pattern_bytes, reaching, start_cdn};
-use common::{sign, Daemon, Reader, Setup, PATH, SECRET};
+use common::{Daemon, Reader, Setup};
 use sha2::{Digest, Sha256};
 
 const SIZE: u64 = 100 * 1024 * 1024;
@@ -40,15 +40,7 @@ async fn a_100_mib_download_keeps_memory_flat() {
         "data": {"id": "f1", "audio_url": url, "pdf_url": null,
                  "media_urls_expire_at": (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).format(&time::format_description::well_known::Rfc3339).unwrap()}}))
     .unwrap();
-    let r = d
-        .client
-        .post(format!("{}{PATH}", d.url))
-        .header("X-GetBill-Signature", sign(SECRET, &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(d.send(body).await, 200);
 
     let mut db = Reader::open(dir.path());
     common::wait_until("the 100 MiB file", Duration::from_secs(120), || {
@@ -96,15 +88,7 @@ async fn a_download_in_flight_at_kill_9_completes_after_restart() {
         "data": {"id": "f9", "audio_url": cdn.url("/hang-once/k9.mp3"), "pdf_url": null,
                  "media_urls_expire_at": (now + time::Duration::hours(1)).format(fmt).unwrap()}}))
     .unwrap();
-    let r = d
-        .client
-        .post(format!("{}{PATH}", d.url))
-        .header("X-GetBill-Signature", sign(SECRET, &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(d.send(body).await, 200);
     common::wait_until(
         "the download to be in flight",
         Duration::from_secs(30),
@@ -121,22 +105,10 @@ async fn a_download_in_flight_at_kill_9_completes_after_restart() {
     })
     .await;
     assert_eq!(cdn.requests_to("/hang-once"), 2);
-    let leftovers = walk(&dir.path().join("media"));
+    let leftovers = common::walk(&dir.path().join("media"));
     assert_eq!(
         leftovers.len(),
         1,
         "only the finished file, no temporary one: {leftovers:?}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }

@@ -541,6 +541,19 @@ pub fn assert_same_tables(a: &mut Reader, b: &mut Reader, tables: &[&str]) {
     }
 }
 
+/// Every file below `dir`, at any depth.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// Polls `cond` until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -797,6 +810,25 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         d
+    }
+
+    /// Posts a body to the GetBill endpoint with the given signature; returns the status.
+    pub async fn post(&self, body: Vec<u8>, signature: &str) -> u16 {
+        self.client
+            .post(format!("{}{PATH}", self.url))
+            .header("X-GetBill-Signature", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    }
+
+    /// Posts a body signed with the current secret; returns the status.
+    pub async fn send(&self, body: Vec<u8>) -> u16 {
+        let sig = sign(SECRET, &body);
+        self.post(body, &sig).await
     }
 
     pub fn pid(&self) -> u32 {
