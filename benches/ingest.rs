@@ -38,6 +38,11 @@ use hyper_util::rt::TokioIo;
 #[allow(dead_code)]
 mod pg;
 
+// Ports for the reference servers and PostgreSQL, clear of the ephemeral range.
+#[path = "../tests/common/ports.rs"]
+mod ports;
+use ports::free_port;
+
 const SECRET: &str = "bench-secret";
 
 fn main() {
@@ -237,14 +242,6 @@ fn row(name: &str, r: &RunResult, rss_kib: u64) {
         r.pct(1.0),
         rss_kib as f64 / 1024.0
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs this binary as a reference server (`--bare-server` or `--verify-server`) on a free port

@@ -9,8 +9,11 @@
 
 pub mod media_server;
 pub mod pg;
+pub mod ports;
 pub mod providers;
 pub mod stream;
+
+pub use ports::free_port;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -723,15 +726,6 @@ impl TestApp {
         }
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
-}
-
-/// A port the kernel just handed out and released, for a child process to bind.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real `hooksync` binary running as a child process.
