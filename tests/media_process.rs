@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::media_server::{pattern_bytes, reaching, start_cdn};
-use common::{Daemon, Reader, Setup};
+use common::media_server::{pattern_bytes, reaching, start_cdn, MediaServer};
+use common::{Daemon, DaemonConfig, Reader, Setup};
 use sha2::{Digest, Sha256};
 
 const SIZE: u64 = 100 * 1024 * 1024;
@@ -22,16 +23,21 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mib_download_keeps_memory_flat() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cdn, cdn_cert) = start_cdn(dir.path()).await;
+/// A local CDN, and a config for the real binary that downloads from it.
+async fn with_cdn(dir: &Path) -> (MediaServer, DaemonConfig) {
+    let (cdn, cdn_cert) = start_cdn(dir).await;
     let setup = Setup {
         media_extra: reaching(&cdn_cert),
         ..Setup::default()
     };
-    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);
-    let d = Daemon::spawn(&config, &cert, port, admin).await;
+    (cdn, Daemon::write_config(dir, &setup))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_download_keeps_memory_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cdn, config) = with_cdn(dir.path()).await;
+    let d = config.spawn().await;
     let before = status_kib(d.pid(), "VmRSS:");
 
     let url = cdn.url(&format!("/stream/{SIZE}/big.mp3"));
@@ -75,13 +81,8 @@ async fn a_100_mib_download_keeps_memory_flat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_in_flight_at_kill_9_completes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (cdn, cdn_cert) = start_cdn(dir.path()).await;
-    let setup = Setup {
-        media_extra: reaching(&cdn_cert),
-        ..Setup::default()
-    };
-    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);
-    let mut d = Daemon::spawn(&config, &cert, port, admin).await;
+    let (cdn, config) = with_cdn(dir.path()).await;
+    let mut d = config.spawn().await;
     let now = time::OffsetDateTime::now_utc();
     let fmt = &time::format_description::well_known::Rfc3339;
     let body = serde_json::to_vec(&serde_json::json!({"id": "evt_k9", "type": "followup.completed", "created_at": now.format(fmt).unwrap(),
@@ -98,7 +99,7 @@ async fn a_download_in_flight_at_kill_9_completes_after_restart() {
     d.child.kill().unwrap(); // SIGKILL, mid-download
     d.child.wait().unwrap();
 
-    let _d2 = Daemon::spawn(&config, &cert, port, admin).await;
+    let _d2 = config.spawn().await;
     let mut db = Reader::open(dir.path());
     common::wait_until("the download to complete after restart", Duration::from_secs(30), || {
         db.count("SELECT COUNT(*) AS n FROM media WHERE followup_id = 'f9' AND status = 'fetched' AND bytes = 5000") == 1

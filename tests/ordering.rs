@@ -24,21 +24,7 @@ async fn shuffled_duplicated_concurrent_stream_ends_like_the_ordered_one() {
     let shuffled = TestApp::start(Setup::default()).await;
     common::send_concurrently(&shuffled, signed(shuffled_with_duplicates(&events, 7)), 6).await;
 
-    ordered.wait_projected().await;
-    shuffled.wait_projected().await;
-    let (mut a, mut b) = (ordered.reader(), shuffled.reader());
-    assert_eq!(
-        b.count("SELECT COUNT(*) AS n FROM events"),
-        distinct,
-        "one row per event id"
-    );
-    for db in [&mut a, &mut b] {
-        assert_eq!(
-            db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
-            0
-        );
-    }
-    common::assert_same_tables(&mut a, &mut b, TABLES);
+    let (mut a, _) = common::assert_ends_like_in_order(&ordered, &shuffled, distinct, TABLES).await;
     // The stream's own rules, seen in the result.
     let deleted = a.count("SELECT COUNT(*) AS n FROM debts WHERE deleted_at IS NOT NULL");
     let expected_deleted = (0..240).filter(|i| i % 4 == 0 && i % 16 != 0).count() as i64;

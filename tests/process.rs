@@ -12,15 +12,15 @@ use common::{sign, Daemon, Load, Reader, Setup, SECRET};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &Setup::default());
-    let mut d = Daemon::spawn(&config, &cert, port, admin).await;
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let mut d = config.spawn().await;
     let load = Load::start(&d.client, &d.url, 0..8);
     load.wait_acked(500).await;
     d.child.kill().unwrap(); // SIGKILL
     d.child.wait().unwrap();
     let acked = load.finish().await;
 
-    let d2 = Daemon::spawn(&config, &cert, port, admin).await;
+    let d2 = config.spawn().await;
     let mut db = Reader::open(dir.path());
     assert!(db.integrity_ok());
     db.assert_stored(&acked);
@@ -60,8 +60,8 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
 
 async fn graceful_stop(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &Setup::default());
-    let mut d = Daemon::spawn(&config, &cert, port, admin).await;
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let mut d = config.spawn().await;
     let load = Load::start(&d.client, &d.url, 0..4);
     load.wait_acked(100).await;
     d.signal(signal);
@@ -225,9 +225,9 @@ async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
         media_extra: media,
         ..Setup::default()
     };
-    let (config, cert, port, admin) = Daemon::write_config(dir.path(), &setup);
+    let config = Daemon::write_config(dir.path(), &setup);
     let log = dir.path().join("hooksync.log");
-    let mut d = Daemon::spawn_logging(&config, &cert, port, admin, Some(&log)).await;
+    let mut d = config.spawn_logging(Some(&log)).await;
 
     // A good event, and a bad signature.
     let (_, good) = common::load_event(0, 99);

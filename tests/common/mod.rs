@@ -522,6 +522,33 @@ pub async fn send_concurrently(app: &TestApp, requests: Vec<Req>, clients: usize
     }
 }
 
+/// The end of every "delivered shuffled and duplicated, ends like in order" test: once both
+/// have projected everything, `got` holds one `events` row per id (`distinct`), neither has an
+/// event left unapplied, and `tables` are the same. Returns both readers for further checks.
+pub async fn assert_ends_like_in_order(
+    ordered: &TestApp,
+    got: &TestApp,
+    distinct: i64,
+    tables: &[&str],
+) -> (Reader, Reader) {
+    ordered.wait_projected().await;
+    got.wait_projected().await;
+    let (mut want, mut have) = (ordered.reader(), got.reader());
+    assert_eq!(
+        have.count("SELECT COUNT(*) AS n FROM events"),
+        distinct,
+        "one row per event id"
+    );
+    for db in [&mut want, &mut have] {
+        assert_eq!(
+            db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
+            0
+        );
+    }
+    assert_same_tables(&mut want, &mut have, tables);
+    (want, have)
+}
+
 /// Asserts that two databases hold the same rows in `tables`, naming the first difference.
 pub fn assert_same_tables(a: &mut Reader, b: &mut Reader, tables: &[&str]) {
     for table in tables {
@@ -734,39 +761,27 @@ pub struct Daemon {
     pub url: String,
     pub admin: String,
     pub client: reqwest::Client,
-    pub config: PathBuf,
 }
 
-impl Daemon {
-    pub fn write_config(dir: &Path, setup: &Setup) -> (PathBuf, TestCert, u16, u16) {
-        let cert = make_cert(dir);
-        let (port, admin) = (free_port(), free_port());
-        let toml = setup.toml(
-            dir,
-            &cert,
-            ([127, 0, 0, 1], port).into(),
-            ([127, 0, 0, 1], admin).into(),
-        );
-        let path = dir.join("config.toml");
-        std::fs::write(&path, toml).unwrap();
-        (path, cert, port, admin)
-    }
+/// A config file written for the real binary, with the certificate and ports a client needs
+/// to reach it; a test that restarts the daemon spawns it again from the same one.
+pub struct DaemonConfig {
+    pub path: PathBuf,
+    pub cert: TestCert,
+    pub port: u16,
+    pub admin: u16,
+}
 
-    pub async fn spawn(config: &Path, cert: &TestCert, port: u16, admin: u16) -> Daemon {
-        Self::spawn_logging(config, cert, port, admin, None).await
+impl DaemonConfig {
+    pub async fn spawn(&self) -> Daemon {
+        self.spawn_logging(None).await
     }
 
     /// Like `spawn`, with the log at debug level written to `log`.
-    pub async fn spawn_logging(
-        config: &Path,
-        cert: &TestCert,
-        port: u16,
-        admin: u16,
-        log: Option<&Path>,
-    ) -> Daemon {
+    pub async fn spawn_logging(&self, log: Option<&Path>) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooksync"));
         cmd.arg("--config")
-            .arg(config)
+            .arg(&self.path)
             .arg("serve")
             .stdout(Stdio::null());
         match log {
@@ -778,15 +793,12 @@ impl Daemon {
                 cmd.stderr(Stdio::inherit());
             }
         }
-        let child = cmd.spawn().expect("spawn hooksync");
-        let d = Daemon {
-            child,
-            url: format!("https://127.0.0.1:{port}"),
-            admin: format!("http://127.0.0.1:{admin}"),
-            client: client(cert),
-            config: config.to_path_buf(),
+        let mut d = Daemon {
+            child: cmd.spawn().expect("spawn hooksync"),
+            url: format!("https://127.0.0.1:{}", self.port),
+            admin: format!("http://127.0.0.1:{}", self.admin),
+            client: client(&self.cert),
         };
-        let mut d = d;
         let start = Instant::now();
         loop {
             if let Ok(r) = d.client.get(format!("{}/healthz", d.admin)).send().await {
@@ -804,6 +816,28 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         d
+    }
+}
+
+impl Daemon {
+    /// Writes `config.toml` for `setup` in `dir`, on two free ports, with a fresh certificate.
+    pub fn write_config(dir: &Path, setup: &Setup) -> DaemonConfig {
+        let cert = make_cert(dir);
+        let (port, admin) = (free_port(), free_port());
+        let toml = setup.toml(
+            dir,
+            &cert,
+            ([127, 0, 0, 1], port).into(),
+            ([127, 0, 0, 1], admin).into(),
+        );
+        let path = dir.join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        DaemonConfig {
+            path,
+            cert,
+            port,
+            admin,
+        }
     }
 
     /// Posts a body to the GetBill endpoint with the given signature; returns the status.
