@@ -181,7 +181,13 @@ pub struct Downloader {
     max_bytes: u64,
     retry_base: Duration,
     retry_max: Duration,
+    /// How old a temporary file must be before no download can still be writing it.
+    stale_tmp: Duration,
 }
+
+/// Margin over the request timeout before a temporary file counts as abandoned: the time
+/// between the last body chunk and the rename (sync included).
+const TMP_MARGIN: Duration = Duration::from_secs(60);
 
 impl Downloader {
     pub fn new(cfg: &MediaConfig) -> anyhow::Result<Downloader> {
@@ -193,24 +199,44 @@ impl Downloader {
             max_bytes: cfg.max_bytes,
             retry_base: Duration::from_millis(cfg.retry_base_ms),
             retry_max: Duration::from_millis(cfg.retry_max_ms),
+            stale_tmp: Duration::from_millis(cfg.timeout_ms).saturating_add(TMP_MARGIN),
         })
     }
 
-    /// Removes temporary files a previous run left behind (killed mid-download).
-    pub fn clean(&self) {
+    /// Removes temporary files that a killed run left behind; returns how many.
+    ///
+    /// Only files older than the request timeout (plus a margin) go: every download ends by
+    /// then, so a younger file may be another instance's download in flight when several
+    /// instances share `media.dir`. Runs at start and then once per `stale_tmp`.
+    pub fn clean(&self) -> usize {
         let Ok(sources) = std::fs::read_dir(&self.dir) else {
-            return;
+            return 0;
         };
+        let mut removed = 0;
         for dir in sources.flatten() {
             let Ok(files) = std::fs::read_dir(dir.path()) else {
                 continue;
             };
             for f in files.flatten() {
-                if f.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(f.path());
+                if !f.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let age = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a >= self.stale_tmp)
+                    && std::fs::remove_file(f.path()).is_ok()
+                {
+                    removed += 1;
                 }
             }
         }
+        if removed > 0 {
+            tracing::info!(removed, "removed abandoned temporary media files");
+        }
+        removed
     }
 
     fn retry(&self, job: &Job, error: String) -> Outcome {
@@ -360,6 +386,12 @@ impl Downloader {
     }
 }
 
+/// A directory walk is blocking I/O; it stays off the runtime's workers.
+fn clean_in_background(downloader: &Arc<Downloader>) {
+    let d = downloader.clone();
+    tokio::task::spawn_blocking(move || d.clean());
+}
+
 /// Runs until `stop` is notified: takes due jobs from the store, downloads them with at most
 /// `concurrency` at once, reports each outcome, and sleeps until the next one is due or new
 /// media are announced on `wake`.
@@ -371,7 +403,8 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
             return;
         }
     };
-    downloader.clean();
+    clean_in_background(&downloader);
+    let mut next_clean = tokio::time::Instant::now() + downloader.stale_tmp;
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
     let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
     let mut tasks = JoinSet::new();
@@ -429,6 +462,10 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
             }
         }
         while tasks.try_join_next().is_some() {}
+        if tokio::time::Instant::now() >= next_clean {
+            clean_in_background(&downloader);
+            next_clean = tokio::time::Instant::now() + downloader.stale_tmp;
+        }
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(sleep_for) => {}
@@ -464,6 +501,35 @@ mod tests {
             assert!(e.contains(why), "{url}: {e}");
             assert!(!e.contains("sig="));
         }
+    }
+
+    #[test]
+    fn only_temporary_files_older_than_any_download_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MediaConfig {
+            dir: dir.path().to_path_buf(),
+            timeout_ms: 1_000,
+            ..MediaConfig::default()
+        };
+        let d = Downloader::new(&cfg).unwrap();
+        let source = dir.path().join("getbill");
+        std::fs::create_dir(&source).unwrap();
+        let write = |name: &str, age: Duration| {
+            let f = std::fs::File::create(source.join(name)).unwrap();
+            f.set_modified(std::time::SystemTime::now() - age).unwrap();
+        };
+        assert_eq!(d.stale_tmp, Duration::from_secs(1) + TMP_MARGIN);
+        let old = d.stale_tmp + Duration::from_secs(5);
+        write(".tmp-f1-audio.mp3-00000000000000aa", old); // a killed run's leftover
+        write(".tmp-f2-audio.mp3-00000000000000bb", Duration::ZERO); // a download in flight
+        write("f3-audio.mp3", old); // a finished download, however old
+        assert_eq!(d.clean(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&source)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmp-f2-audio.mp3-00000000000000bb", "f3-audio.mp3"]);
     }
 
     #[test]
