@@ -64,7 +64,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Drops a password from a database URL before it is printed.
 fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let mut spec = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());

@@ -395,9 +395,9 @@ impl StoreThread {
 fn insert_batch(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
     match db.backend() {
         Backend::Sqlite => {
+            let sql = insert_one_sql();
             let mut out = Vec::with_capacity(evs.len());
             for ev in evs {
-                let sql = insert_one_sql();
                 out.push(db.exec(bind_event(Stmt::new(sql), ev))? == 1);
             }
             Ok(out)
