@@ -259,10 +259,66 @@ fn pg_migrations_from_several_instances_at_once() {
     for t in ["events", "debts", "media", "invoices", "records"] {
         assert!(db.table_exists(t), "{t}");
     }
+    let folders = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM __diesel_schema_migrations"),
-        1
+        folders as i64
     );
+}
+
+#[derive(diesel::QueryableByName)]
+struct IndexColumn {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    index: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    column: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    collation: String,
+}
+
+/// Every text key compares byte by byte, as on SQLite, whatever the database's default
+/// collation: ids are opaque, and a linguistic collation would put `strcoll()` on every
+/// comparison of the dedup index (ingest ~18% slower on an en_US.UTF-8 database).
+#[test]
+fn pg_text_keys_compare_in_byte_order() {
+    use hooksync::store::{open_and_migrate, DbOptions, DbUrl, Stmt};
+    let Some(url) = fresh_database("pg_collation") else {
+        return;
+    };
+    let mut db = open_and_migrate(&DbOptions {
+        url: DbUrl::parse(&url).unwrap(),
+        busy_timeout_ms: 1_000,
+    })
+    .unwrap();
+    let columns: Vec<IndexColumn> = db
+        .load(Stmt::new(
+            "SELECT ic.relname::text AS index, a.attname::text AS column, \
+             a.attcollation::regcollation::text AS collation \
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+             JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_attribute a ON a.attrelid = ic.oid \
+             WHERE tc.relnamespace = current_schema()::regnamespace \
+             AND a.atttypid = 'text'::regtype ORDER BY 1, 2",
+        ))
+        .unwrap();
+    let keys: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{}.{}", c.index, c.column))
+        .collect();
+    for want in [
+        "events_source_event_id_key.event_id",
+        "debts_pkey.id",
+        "media_pkey.kind",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+    }
+    let linguistic: Vec<String> = columns
+        .iter()
+        .filter(|c| c.collation != "\"C\"")
+        .map(|c| format!("{}.{} {}", c.index, c.column, c.collation))
+        .collect();
+    assert!(linguistic.is_empty(), "{linguistic:?}");
 }
 
 #[derive(diesel::QueryableByName)]
