@@ -32,6 +32,16 @@ fn fresh_database(test: &str) -> Option<String> {
     }
 }
 
+/// The database at `url`, migrated, on a connection of the library's own.
+fn migrated(url: &str) -> hooksync::store::Db {
+    use hooksync::store::{open_and_migrate, DbOptions, DbUrl};
+    open_and_migrate(&DbOptions {
+        url: DbUrl::parse(url).unwrap(),
+        busy_timeout_ms: 1_000,
+    })
+    .unwrap()
+}
+
 fn on(url: &str) -> Setup {
     Setup {
         database_url: Some(url.to_owned()),
@@ -283,15 +293,11 @@ struct IndexColumn {
 /// comparison of the dedup index (ingest ~18% slower on an en_US.UTF-8 database).
 #[test]
 fn pg_text_keys_compare_in_byte_order() {
-    use hooksync::store::{open_and_migrate, DbOptions, DbUrl, Stmt};
+    use hooksync::store::Stmt;
     let Some(url) = fresh_database("pg_collation") else {
         return;
     };
-    let mut db = open_and_migrate(&DbOptions {
-        url: DbUrl::parse(&url).unwrap(),
-        busy_timeout_ms: 1_000,
-    })
-    .unwrap();
+    let mut db = migrated(&url);
     let columns: Vec<IndexColumn> = db
         .load(Stmt::new(
             "SELECT ic.relname::text AS index, a.attname::text AS column, \
@@ -331,15 +337,11 @@ struct PlanLine {
 /// every queued event: with a backlog the latter makes every chunk cost the whole queue.
 #[test]
 fn pg_next_chunk_reads_the_queue_index() {
-    use hooksync::store::{open_and_migrate, Backend, DbOptions, DbUrl, Stmt};
+    use hooksync::store::{Backend, Stmt};
     let Some(url) = fresh_database("pg_plan") else {
         return;
     };
-    let mut db = open_and_migrate(&DbOptions {
-        url: DbUrl::parse(&url).unwrap(),
-        busy_timeout_ms: 1_000,
-    })
-    .unwrap();
+    let mut db = migrated(&url);
     db.batch(
         "INSERT INTO events (source, provider, event_id, event_type, occurred_at, received_at, payload, status) \
          SELECT 'getbill', 'getbill', 'e' || i, 'debt.created', now() - i * interval '1 second', now(), '{}', \
