@@ -104,6 +104,7 @@ fn main() {
     // (d) hooksync with the projector running during the load: what a sender sees in practice.
     let db2 = format!("sqlite://{}", dir.path().join("bench-mixed.db").display());
     let (mixed, mixed_rss) = hooksync_run(dir.path(), &db2, true, (conns, dur, 2));
+    let mixed_projected = projected(&db2);
 
     // (e, f) PostgreSQL: ingest only, then the projector's drain.
     let server = pg::PgServer::start();
@@ -115,7 +116,12 @@ fn main() {
         let rss = rss.max(drain_rss);
         server.ensure_database("alone");
         let alone = inbox_alone(&server.url("alone"), conns, dur);
-        (res, rss, secs, alone)
+        // (f) with the projector running during the load, as (d).
+        server.ensure_database("mixed");
+        let mixed_url = server.url("mixed");
+        let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
+        let mixed = (mixed, mixed_rss, projected(&mixed_url));
+        (res, rss, secs, alone, mixed)
     });
 
     println!();
@@ -139,8 +145,13 @@ fn main() {
         &mixed,
         mixed_rss,
     );
-    if let Some((r, rss, _, _)) = &pg_res {
+    if let Some((r, rss, _, _, (mixed, mixed_rss, _))) = &pg_res {
         row("(e) hooksync postgres durable, ingest only", r, *rss);
+        row(
+            "(f) hooksync postgres durable, projector on",
+            mixed,
+            *mixed_rss,
+        );
     }
     let alone_row = |name: &str, a: &(f64, u64, f64)| {
         println!(
@@ -149,7 +160,7 @@ fn main() {
         )
     };
     alone_row("(s) hooksync inbox alone, sqlite durable", &sqlite_alone);
-    if let Some((_, _, _, alone)) = &pg_res {
+    if let Some((_, _, _, alone, _)) = &pg_res {
         alone_row("(t) hooksync inbox alone, postgres durable", alone);
     }
     println!();
@@ -171,8 +182,16 @@ fn main() {
         "projector:                 {queued} events in {proj_secs:.2} s = {:.0} events/s (target >= 10000; includes process start)",
         queued as f64 / proj_secs
     );
+    let during = |name: &str, r: &RunResult, done: i64| {
+        println!(
+            "projected during {name}:        {done} of {} events ({:.0} events/s)",
+            r.ok,
+            done as f64 / r.secs
+        )
+    };
+    during("(d)", &mixed, mixed_projected);
     match (&pg_res, &server) {
-        (Some((r, _, secs, alone)), _) => {
+        (Some((r, _, secs, alone, (mixed, _, done))), _) => {
             println!(
                 "postgres ingest / bare:    {:.2}   (target >= 0.25)",
                 r.rps() / bare_res.rps()
@@ -190,6 +209,7 @@ fn main() {
                 r.ok,
                 r.ok as f64 / secs
             );
+            during("(f)", mixed, *done);
         }
         (_, Err(why)) => println!("postgres: not measured ({why})"),
         _ => {}
@@ -207,7 +227,10 @@ fn main() {
         mixed.errors,
         pg_res
             .as_ref()
-            .map(|(r, ..)| format!(", postgres {}", r.errors))
+            .map(|(r, _, _, _, (mixed, ..))| format!(
+                ", postgres {}, postgres mixed {}",
+                r.errors, mixed.errors
+            ))
             .unwrap_or_default()
     );
 }
@@ -309,6 +332,18 @@ fn hooksync_run(
     let rss = peak_rss(&hs);
     stop(hs);
     (res, rss)
+}
+
+/// How many stored events the projector has finished (applied, stale, ...).
+fn projected(db_url: &str) -> i64 {
+    use hooksync::store::{Db, DbOptions, DbUrl};
+    let mut c = Db::connect(&DbOptions {
+        url: DbUrl::parse(db_url).unwrap(),
+        busy_timeout_ms: 5000,
+    })
+    .unwrap();
+    c.count("SELECT COUNT(*) AS n FROM events WHERE status <> 'queued'")
+        .unwrap()
 }
 
 /// Starts hooksync with the projector on over a stored backlog and times it until nothing is
