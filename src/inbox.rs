@@ -3,8 +3,11 @@
 //! Requests hand their event to one store thread and wait. The thread takes everything that is
 //! waiting (up to `batch_max`), inserts it in one transaction with one sync, and only then
 //! answers each request, so a 2xx always follows a durable commit and the cost of the sync is
-//! shared by the whole batch. Between batches the same thread runs the projector a chunk at a
-//! time; owning the only write connection means the two never wait on each other's locks.
+//! shared by the whole batch. On SQLite, which has one writer, the same thread runs the
+//! projector a chunk at a time between batches, so the two never wait on each other's locks.
+//! On PostgreSQL the projector has a thread and connection of its own: a chunk (a few
+//! milliseconds) then never holds up a batch, and the store thread's wait for each commit's
+//! flush is no longer the projector's too.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -75,11 +78,31 @@ impl Inbox {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Inbox, JoinHandle<()>)> {
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
+        // PostgreSQL takes the projector's writes beside ingest's on a connection of its own, so
+        // a chunk never holds up a batch; SQLite has one writer, so there they share the thread.
+        let (projector, beside) = match (projector, db.backend()) {
+            (Some(p), Backend::Postgres) => {
+                let (wake, woken) = mpsc::sync_channel(1);
+                let thread = ProjectorThread {
+                    projector: p,
+                    db: None,
+                    opts: cfg.db.clone(),
+                    woken,
+                    poll: cfg.poll_interval,
+                };
+                let handle = std::thread::Builder::new()
+                    .name("hooksync-project".into())
+                    .spawn(move || thread.run())?;
+                (None, Some((wake, handle)))
+            }
+            (p, _) => (p, None),
+        };
         let worker = StoreThread {
             db: Some(db),
             opts: cfg.db,
             rx,
             projector,
+            beside,
             batch_max: cfg.batch_max,
             poll: cfg.poll_interval,
             metrics,
@@ -150,11 +173,90 @@ struct StoreThread {
     db: Option<Db>,
     opts: DbOptions,
     rx: Receiver<Command>,
+    /// The projector when it runs on this thread (SQLite).
     projector: Option<Projector>,
+    /// The projector's own thread (PostgreSQL): told when new events are queued, and joined
+    /// when this thread stops.
+    beside: Option<(SyncSender<()>, JoinHandle<()>)>,
     batch_max: usize,
     poll: Duration,
     metrics: Arc<Metrics>,
     commits: u64,
+}
+
+/// The projector on a thread and connection of its own (PostgreSQL).
+struct ProjectorThread {
+    projector: Projector,
+    db: Option<Db>,
+    opts: DbOptions,
+    woken: Receiver<()>,
+    poll: Duration,
+}
+
+impl ProjectorThread {
+    /// Runs chunks while there is work, then waits to be told of new events (or for the
+    /// poll interval: other instances queue events too). Stops when the store thread does.
+    fn run(mut self) {
+        loop {
+            let db = match self.db.take() {
+                Some(db) => Ok(db),
+                None => Db::connect(&self.opts),
+            };
+            let more = match db {
+                Ok(mut db) => match run_chunk(&self.projector, &mut db) {
+                    Chunk::Failed => false,
+                    done => {
+                        self.db = Some(db);
+                        done == Chunk::More
+                    }
+                },
+                Err(e) => {
+                    tracing::info!(error = %e, "projector cannot connect; retrying at the next poll");
+                    false
+                }
+            };
+            let next = if more {
+                self.woken.try_recv().or_else(|e| match e {
+                    TryRecvError::Empty => Ok(()),
+                    TryRecvError::Disconnected => Err(()),
+                })
+            } else {
+                self.woken.recv_timeout(self.poll).or_else(|e| match e {
+                    RecvTimeoutError::Timeout => Ok(()),
+                    RecvTimeoutError::Disconnected => Err(()),
+                })
+            };
+            if next.is_err() {
+                break;
+            }
+        }
+        tracing::info!("projector stopped");
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Events were applied; there may be more.
+    More,
+    /// Nothing was queued.
+    Idle,
+    /// Rolled back: the caller drops the connection and tries again at the next poll.
+    Failed,
+}
+
+fn run_chunk(projector: &Projector, db: &mut Db) -> Chunk {
+    match projector.run_chunk(db) {
+        Ok(0) => Chunk::Idle,
+        Ok(_) => Chunk::More,
+        Err(e) => {
+            if e.is_transient() {
+                tracing::info!(error = %e, "projector chunk rolled back; retrying at the next poll");
+            } else {
+                tracing::warn!(error = %e, "projector chunk failed; retrying at the next poll");
+            }
+            Chunk::Failed
+        }
+    }
 }
 
 /// Commits between two checkpoints finished by the writer itself.
@@ -239,9 +341,19 @@ impl StoreThread {
                     }
                     if self.handle(batch) {
                         project = self.projector.is_some();
+                        if let Some((wake, _)) = &self.beside {
+                            // Full means it has been told already.
+                            let _ = wake.try_send(());
+                        }
                     }
                 }
                 None => project = self.project_chunk(),
+            }
+        }
+        if let Some((wake, handle)) = self.beside.take() {
+            drop(wake);
+            if handle.join().is_err() {
+                tracing::error!("projector thread panicked");
             }
         }
         tracing::info!("store thread stopped");
@@ -252,20 +364,18 @@ impl StoreThread {
         let Some(projector) = self.projector.take() else {
             return false;
         };
-        let result = self.connection().and_then(|db| projector.run_chunk(db));
-        self.projector = Some(projector);
-        match result {
-            Ok(n) => n > 0,
+        let chunk = match self.connection() {
+            Ok(db) => run_chunk(&projector, db),
             Err(e) => {
-                if e.is_transient() {
-                    tracing::info!(error = %e, "projector chunk rolled back; retrying at the next poll");
-                } else {
-                    tracing::warn!(error = %e, "projector chunk failed; retrying at the next poll");
-                }
-                self.db = None;
-                false
+                tracing::info!(error = %e, "projector cannot connect; retrying at the next poll");
+                Chunk::Failed
             }
+        };
+        self.projector = Some(projector);
+        if chunk == Chunk::Failed {
+            self.db = None;
         }
+        chunk == Chunk::More
     }
 
     /// Commits one batch and answers its requests; true when new queued events were stored.

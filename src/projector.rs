@@ -1,6 +1,7 @@
-//! The projector: applies queued events in the order they happened. It runs on the store
-//! thread between ingest batches (see `inbox`), a bounded chunk at a time, so a waiting sender
-//! is never held up by more than one chunk.
+//! The projector: applies queued events in the order they happened, a bounded chunk at a
+//! time. On SQLite it runs on the store thread between ingest batches, so a waiting sender is
+//! never held up by more than one chunk; on PostgreSQL on its own thread and connection (see
+//! `inbox`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
