@@ -297,6 +297,54 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A key as the rest of `check-config` spells it: `endpoints[1].name`.
+fn key_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
+        Path::Map { parent, key } => match key_of(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_of(parent),
+    }
+}
+
+/// How many values of the wrong type `check-config` reports before it stops looking.
+const MAX_TYPE_ERRORS: usize = 64;
+
+/// Removes the value at `path` from its table; false when it is not a table's key (an array
+/// element cannot go without renumbering the ones after it).
+fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> bool {
+    use config::ValueKind;
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for segment in parents {
+        node = match (segment, &mut node.kind) {
+            (Segment::Map { key }, ValueKind::Table(t)) => match t.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, ValueKind::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match &mut node.kind {
+        ValueKind::Table(t) => t.remove(key).is_some(),
+        _ => false,
+    }
+}
+
 impl Config {
     /// Reads the file (if any) and the environment, and checks everything that can be checked
     /// without binding a port, collecting every problem.
@@ -325,28 +373,68 @@ impl Config {
     }
 
     fn from_source(raw: config::Config) -> Result<Config, ConfigError> {
+        let mut tree: config::Value = raw.try_deserialize()?;
         let mut problems = Vec::new();
-        let mut unknown = Vec::new();
-        let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-        let de = serde_ignored::Deserializer::new(raw, &mut note);
-        let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
-        for key in unknown {
-            problems.push(format!("{key}: unknown key"));
-        }
-        match parsed {
-            Ok(cfg) => {
-                problems.extend(cfg.validate());
-                if problems.is_empty() {
-                    Ok(cfg)
-                } else {
-                    Err(ConfigError::Invalid(problems))
+        let mut unknown: Vec<String> = Vec::new();
+        let mut taken_out: Vec<String> = Vec::new();
+        // serde stops at the first value of the wrong type. Each one is noted and taken out of
+        // the tree (its default applies) and the parse runs again, so the keys after it are
+        // still checked: an operator sees every bad key in one pass.
+        let parsed = loop {
+            let mut note = |path: serde_ignored::Path<'_>| {
+                let key = key_of(&path);
+                if !unknown.contains(&key) {
+                    unknown.push(key);
+                }
+            };
+            let de = serde_ignored::Deserializer::new(tree.clone(), &mut note);
+            match serde_path_to_error::deserialize::<_, Config>(de) {
+                Ok(cfg) => break Some(cfg),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    // A required key taken out earlier now reads as missing: not the file's fault.
+                    let ours = taken_out.iter().any(|t| {
+                        t == &path
+                            || path.is_empty()
+                            || t.strip_prefix(path.as_str())
+                                .is_some_and(|rest| rest.starts_with(['.', '[']))
+                    });
+                    if !ours {
+                        // The config crate names the key again, in its own spelling.
+                        let why = e.inner().to_string();
+                        let why = why.split(" for key `").next().unwrap_or_default();
+                        problems.push(format!("{path}: {why}"));
+                    }
+                    if ours || taken_out.len() >= MAX_TYPE_ERRORS || !take_out(&mut tree, e.path())
+                    {
+                        break None;
+                    }
+                    taken_out.push(path);
                 }
             }
-            Err(e) => {
-                let path = e.path().to_string();
-                problems.push(format!("{path}: {}", e.inner()));
-                Err(ConfigError::Invalid(problems))
+        };
+        problems.sort();
+        let mut all: Vec<String> = unknown
+            .iter()
+            .map(|k| format!("{k}: unknown key"))
+            .collect();
+        all.append(&mut problems);
+        match parsed {
+            Some(cfg) => {
+                // A key taken out holds its default now; what that default makes of it is noise.
+                all.extend(cfg.validate().into_iter().filter(|p| {
+                    !taken_out.iter().any(|t| {
+                        p.strip_prefix(t.as_str())
+                            .is_some_and(|r| r.starts_with(':'))
+                    })
+                }));
+                if all.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(ConfigError::Invalid(all))
+                }
             }
+            None => Err(ConfigError::Invalid(all)),
         }
     }
 
@@ -577,11 +665,35 @@ mod tests {
     }
 
     #[test]
-    fn type_errors_name_their_key() {
-        let err = Config::from_toml("[server]\nmax_body_bytes = \"lots\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("server.max_body_bytes"), "{err}");
+    fn every_value_of_the_wrong_type_is_named_in_one_pass() {
+        let err = Config::from_toml(
+            r#"
+            [server]
+            listen = "nowhere"
+            max_body_bytes = "lots"
+            header_timeout_ms = -5
+            colour = "blue"
+            [[endpoints]]
+            name = "a"
+            path = "no-slash"
+            provider = "getbill"
+            secrets = "not-a-list"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "server.listen: invalid socket address",
+            "server.max_body_bytes: invalid type: string \"lots\"",
+            "server.header_timeout_ms: invalid type",
+            "server.colour: unknown key",
+            "endpoints[0].secrets: invalid type: string \"not-a-list\", expected a sequence",
+            "endpoints[0].path: must start with '/'",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        // Taken out after its type error, `secrets` is not reported again as empty.
+        assert!(err.starts_with("configuration has 6 problem(s)"), "{err}");
     }
 
     #[test]

@@ -118,10 +118,17 @@ fn check_config_accepts_the_example_and_names_every_bad_key() {
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:1\"\nmax_conections = 3\n[databse]\nurl = \"x\"\n[[endpoints]]\nname = \"g\"\npath = \"/g\"\nprovider = \"getbil\"\nsecrets = [\"k\"]\n").unwrap();
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:1\"\nmax_conections = 3\nmax_body_bytes = \"lots\"\nheader_timeout_ms = -1\n[databse]\nurl = \"x\"\n[[endpoints]]\nname = \"g\"\npath = \"/g\"\nprovider = \"getbil\"\nsecrets = [\"k\"]\n").unwrap();
     let (code, out) = hooksync(&["--config", bad.to_str().unwrap(), "check-config"], &[]);
     assert_eq!(code, 2);
-    for key in ["server.max_conections", "databse", "endpoints[0].provider"] {
+    // A value of the wrong type does not hide the keys after it.
+    for key in [
+        "server.max_conections",
+        "server.max_body_bytes",
+        "server.header_timeout_ms",
+        "databse",
+        "endpoints[0].provider",
+    ] {
         assert!(out.contains(key), "{key} not named in:\n{out}");
     }
 
