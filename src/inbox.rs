@@ -85,7 +85,6 @@ impl Inbox {
                 let (wake, woken) = mpsc::sync_channel(1);
                 let thread = ProjectorThread {
                     projector: p,
-                    db: None,
                     opts: cfg.db.clone(),
                     woken,
                     poll: cfg.poll_interval,
@@ -187,7 +186,6 @@ struct StoreThread {
 /// The projector on a thread and connection of its own (PostgreSQL).
 struct ProjectorThread {
     projector: Projector,
-    db: Option<Db>,
     opts: DbOptions,
     woken: Receiver<()>,
     poll: Duration,
@@ -196,9 +194,10 @@ struct ProjectorThread {
 impl ProjectorThread {
     /// Runs chunks while there is work, then waits to be told of new events (or for the
     /// poll interval: other instances queue events too). Stops when the store thread does.
-    fn run(mut self) {
+    fn run(self) {
+        let mut conn: Option<Db> = None;
         loop {
-            let db = match self.db.take() {
+            let db = match conn.take() {
                 Some(db) => Ok(db),
                 None => Db::connect(&self.opts),
             };
@@ -206,7 +205,7 @@ impl ProjectorThread {
                 Ok(mut db) => match run_chunk(&self.projector, &mut db) {
                     Chunk::Failed => false,
                     done => {
-                        self.db = Some(db);
+                        conn = Some(db);
                         done == Chunk::More
                     }
                 },
@@ -215,18 +214,15 @@ impl ProjectorThread {
                     false
                 }
             };
-            let next = if more {
-                self.woken.try_recv().or_else(|e| match e {
-                    TryRecvError::Empty => Ok(()),
-                    TryRecvError::Disconnected => Err(()),
-                })
+            let stopped = if more {
+                matches!(self.woken.try_recv(), Err(TryRecvError::Disconnected))
             } else {
-                self.woken.recv_timeout(self.poll).or_else(|e| match e {
-                    RecvTimeoutError::Timeout => Ok(()),
-                    RecvTimeoutError::Disconnected => Err(()),
-                })
+                matches!(
+                    self.woken.recv_timeout(self.poll),
+                    Err(RecvTimeoutError::Disconnected)
+                )
             };
-            if next.is_err() {
+            if stopped {
                 break;
             }
         }
