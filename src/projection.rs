@@ -96,38 +96,36 @@ impl Mapping {
 
     /// The upsert of `n` rows in one statement (each row at most once).
     fn upsert_rows_sql(&self, n: usize) -> String {
-        {
-            let mut names: Vec<&str> = vec!["source"];
-            names.extend(self.key.iter().copied());
-            names.extend(self.cols.iter().map(|c| c.name));
-            let common = [
-                "data",
-                "versions",
-                "last_event_id",
-                "last_event_at",
-                "deleted_at",
-                "synced_at",
-            ];
-            names.extend(common);
-            let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-            let marks = vec![format!("({})", vec!["?"; names.len()].join(", ")); n].join(", ");
-            let updates: Vec<String> = self
-                .cols
-                .iter()
-                .map(|c| c.name)
-                .chain(common)
-                .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
-                .collect();
-            let mut conflict = vec!["source".to_string()];
-            conflict.extend(self.key.iter().map(|k| format!("\"{k}\"")));
-            format!(
-                "INSERT INTO {} ({}) VALUES {marks} ON CONFLICT ({}) DO UPDATE SET {}",
-                self.table,
-                quoted.join(", "),
-                conflict.join(", "),
-                updates.join(", ")
-            )
-        }
+        let mut names: Vec<&str> = vec!["source"];
+        names.extend(self.key.iter().copied());
+        names.extend(self.cols.iter().map(|c| c.name));
+        let common = [
+            "data",
+            "versions",
+            "last_event_id",
+            "last_event_at",
+            "deleted_at",
+            "synced_at",
+        ];
+        names.extend(common);
+        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        let marks = vec![format!("({})", vec!["?"; names.len()].join(", ")); n].join(", ");
+        let updates: Vec<String> = self
+            .cols
+            .iter()
+            .map(|c| c.name)
+            .chain(common)
+            .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
+            .collect();
+        let mut conflict = vec!["source".to_string()];
+        conflict.extend(self.key.iter().map(|k| format!("\"{k}\"")));
+        format!(
+            "INSERT INTO {} ({}) VALUES {marks} ON CONFLICT ({}) DO UPDATE SET {}",
+            self.table,
+            quoted.join(", "),
+            conflict.join(", "),
+            updates.join(", ")
+        )
     }
 
     /// PostgreSQL: creates the missing rows of `n` keys in one statement, empty (`versions`
@@ -189,6 +187,17 @@ pub struct RowKey {
     table: &'static str,
     source: String,
     key: Vec<String>,
+}
+
+impl RowKey {
+    /// Binds the source, then each key value: the order every statement on rows names them in.
+    fn bind<'s>(&'s self, mut s: Stmt<'s>) -> Stmt<'s> {
+        s = s.text(&self.source);
+        for k in &self.key {
+            s = s.text(k);
+        }
+        s
+    }
 }
 
 /// A row as the merge sees it; empty `versions` means the row does not exist yet.
@@ -311,18 +320,8 @@ fn lock_rows(
 ) -> Result<Vec<(RowKey, RowState)>, ProjectError> {
     let claim = m.claim_rows_sql(keys.len());
     let lock = m.lock_rows_sql(keys.len());
-    let mut c = Stmt::new(&claim);
-    let mut l = Stmt::new(&lock);
-    for k in keys {
-        c = c.text(&k.source);
-        l = l.text(&k.source);
-        for v in &k.key {
-            c = c.text(v);
-            l = l.text(v);
-        }
-    }
-    db.exec(c)?;
-    db.load::<LockedRow>(l)?
+    db.exec(keys.iter().fold(Stmt::new(&claim), |s, k| k.bind(s)))?;
+    db.load::<LockedRow>(keys.iter().fold(Stmt::new(&lock), |s, k| k.bind(s)))?
         .into_iter()
         .map(|r| {
             let mut key = vec![r.k0];
@@ -362,11 +361,8 @@ impl<'r> RowValues<'r> {
         })
     }
 
-    fn bind<'s>(&'s self, mut s: Stmt<'s>, now: &'s str) -> Stmt<'s> {
-        s = s.text(&self.key.source);
-        for k in &self.key.key {
-            s = s.text(k);
-        }
+    fn bind<'s>(&'s self, s: Stmt<'s>, now: &'s str) -> Stmt<'s> {
+        let mut s = self.key.bind(s);
         for v in &self.cols {
             s = s.bind(v.bind());
         }
@@ -633,10 +629,7 @@ impl<'c> Tx<'c> {
             let row = lock_rows(self.db, m, &[key])?.into_iter().next();
             return Ok(row.map(|(_, st)| st).unwrap_or_default());
         }
-        let mut select = Stmt::new(m.select_sql()).text(&key.source);
-        for k in &key.key {
-            select = select.text(k);
-        }
+        let select = key.bind(Stmt::new(m.select_sql()));
         match self.db.load::<CurrentRow>(select)?.into_iter().next() {
             Some(r) => RowState::from_row(r),
             None => Ok(RowState::default()),
