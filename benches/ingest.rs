@@ -120,8 +120,15 @@ fn main() {
         server.ensure_database("mixed");
         let mixed_url = server.url("mixed");
         let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
-        let mixed = (mixed, mixed_rss, projected(&mixed_url));
-        (res, rss, secs, alone, mixed)
+        PgFigures {
+            ingest: res,
+            rss,
+            drain_secs: secs,
+            alone,
+            mixed_projected: projected(&mixed_url),
+            mixed,
+            mixed_rss,
+        }
     });
 
     println!();
@@ -145,12 +152,16 @@ fn main() {
         &mixed,
         mixed_rss,
     );
-    if let Some((r, rss, _, _, (mixed, mixed_rss, _))) = &pg_res {
-        row("(e) hooksync postgres durable, ingest only", r, *rss);
+    if let Some(pg) = &pg_res {
+        row(
+            "(e) hooksync postgres durable, ingest only",
+            &pg.ingest,
+            pg.rss,
+        );
         row(
             "(f) hooksync postgres durable, projector on",
-            mixed,
-            *mixed_rss,
+            &pg.mixed,
+            pg.mixed_rss,
         );
     }
     let alone_row = |name: &str, a: &(f64, u64, f64)| {
@@ -160,8 +171,8 @@ fn main() {
         )
     };
     alone_row("(s) hooksync inbox alone, sqlite durable", &sqlite_alone);
-    if let Some((_, _, _, alone, _)) = &pg_res {
-        alone_row("(t) hooksync inbox alone, postgres durable", alone);
+    if let Some(pg) = &pg_res {
+        alone_row("(t) hooksync inbox alone, postgres durable", &pg.alone);
     }
     println!();
     println!(
@@ -191,14 +202,15 @@ fn main() {
     };
     during("(d)", &mixed, mixed_projected);
     match (&pg_res, &server) {
-        (Some((r, _, secs, alone, (mixed, _, done))), _) => {
+        (Some(pg), _) => {
+            let (r, secs) = (&pg.ingest, pg.drain_secs);
             println!(
                 "postgres ingest / bare:    {:.2}   (target >= 0.25)",
                 r.rps() / bare_res.rps()
             );
             println!(
                 "postgres inbox alone / bare: {:.2}   (the store's own ceiling)",
-                alone.0 / bare_res.rps()
+                pg.alone.0 / bare_res.rps()
             );
             println!(
                 "postgres ack p99 (e):      {:.2} ms (target < 20 ms)",
@@ -209,7 +221,7 @@ fn main() {
                 r.ok,
                 r.ok as f64 / secs
             );
-            during("(f)", mixed, *done);
+            during("(f)", &pg.mixed, pg.mixed_projected);
         }
         (_, Err(why)) => println!("postgres: not measured ({why})"),
         _ => {}
@@ -227,9 +239,9 @@ fn main() {
         mixed.errors,
         pg_res
             .as_ref()
-            .map(|(r, _, _, _, (mixed, ..))| format!(
+            .map(|pg| format!(
                 ", postgres {}, postgres mixed {}",
-                r.errors, mixed.errors
+                pg.ingest.errors, pg.mixed.errors
             ))
             .unwrap_or_default()
     );
@@ -334,15 +346,33 @@ fn hooksync_run(
     (res, rss)
 }
 
-/// How many stored events the projector has finished (applied, stale, ...).
-fn projected(db_url: &str) -> i64 {
+/// What was measured on PostgreSQL: (e), its drain, (t) and (f).
+struct PgFigures {
+    ingest: RunResult,
+    /// Peak RSS over (e) and the drain.
+    rss: u64,
+    drain_secs: f64,
+    alone: (f64, u64, f64),
+    mixed: RunResult,
+    mixed_rss: u64,
+    /// Events the projector had finished by the end of (f).
+    mixed_projected: i64,
+}
+
+/// A connection of the bench's own, to look at what hooksync stored.
+fn connect(db_url: &str) -> hooksync::store::Db {
     use hooksync::store::{Db, DbOptions, DbUrl};
-    let mut c = Db::connect(&DbOptions {
+    Db::connect(&DbOptions {
         url: DbUrl::parse(db_url).unwrap(),
         busy_timeout_ms: 5000,
     })
-    .unwrap();
-    c.count("SELECT COUNT(*) AS n FROM events WHERE status <> 'queued'")
+    .unwrap()
+}
+
+/// How many stored events the projector has finished (applied, stale, ...).
+fn projected(db_url: &str) -> i64 {
+    connect(db_url)
+        .count("SELECT COUNT(*) AS n FROM events WHERE status <> 'queued'")
         .unwrap()
 }
 
@@ -359,12 +389,7 @@ fn drain(dir: &std::path::Path, db_url: &str) -> (f64, u64) {
 }
 
 fn wait_drained(db_url: &str, limit: Duration) {
-    use hooksync::store::{Db, DbOptions, DbUrl};
-    let mut c = Db::connect(&DbOptions {
-        url: DbUrl::parse(db_url).unwrap(),
-        busy_timeout_ms: 5000,
-    })
-    .unwrap();
+    let mut c = connect(db_url);
     let start = Instant::now();
     loop {
         let n = c
