@@ -586,14 +586,29 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Polls `cond` until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    eventually(what, limit, async || cond()).await
+}
+
+/// Polls `probe` (which may await, e.g. an HTTP call) until it says yes; panics with `what`
+/// after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
-    while !cond() {
+    while !probe().await {
         assert!(
             start.elapsed() < limit,
             "timed out after {limit:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether hooksync's admin listener at `admin` answers `/healthz` with 200.
+async fn healthy(client: &reqwest::Client, admin: &str) -> bool {
+    client
+        .get(format!("{admin}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
 }
 
 /// hooksync running in this process on ports chosen by the kernel.
@@ -654,24 +669,10 @@ impl TestApp {
     }
 
     async fn wait_healthy(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = self
-                .client
-                .get(format!("{}/healthz", self.admin))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "hooksync did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("hooksync to come up", Duration::from_secs(20), async || {
+            healthy(&self.client, &self.admin).await
+        })
+        .await;
     }
 
     pub async fn post(&self, body: &[u8], signature: Option<&str>) -> reqwest::Response {
@@ -799,22 +800,17 @@ impl DaemonConfig {
             admin: format!("http://127.0.0.1:{}", self.admin),
             client: client(&self.cert),
         };
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = d.client.get(format!("{}/healthz", d.admin)).send().await {
-                if r.status() == 200 {
-                    break;
+        eventually(
+            "the hooksync binary to come up",
+            Duration::from_secs(20),
+            async || {
+                if let Ok(Some(status)) = d.child.try_wait() {
+                    panic!("hooksync binary exited at start: {status}");
                 }
-            }
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("hooksync binary exited at start: {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "hooksync binary did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                healthy(&d.client, &d.admin).await
+            },
+        )
+        .await;
         d
     }
 }
