@@ -21,14 +21,20 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// The advisory lock that serialises migrations when several instances start at once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_7379_6e63; // "hooksync"
 
+/// libpq's messages run over several lines ("connection refused\n\tIs the server running
+/// ..."); one error is one log line.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot connect to the database: {}", one_line(.0))]
     Connect(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", one_line(&.0.to_string()))]
     Query(#[from] diesel::result::Error),
     #[error("migration failed: {0}")]
     Migration(String),
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl StoreError {
@@ -438,6 +444,22 @@ pub fn open_and_migrate(opts: &DbOptions) -> Result<Db, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_is_one_line() {
+        // What libpq says when nothing listens on the port.
+        let e = StoreError::Connect(
+            "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused\n\t\
+             Is the server running on that host and accepting TCP/IP connections?\n"
+                .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the database: connection to server at \"127.0.0.1\", port 5432 \
+             failed: Connection refused Is the server running on that host and accepting TCP/IP \
+             connections?"
+        );
+    }
 
     #[test]
     fn urls_pick_the_backend() {
