@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::media;
 use crate::metrics::Metrics;
+use crate::outage::Outage;
 use crate::projector::Projector;
 use crate::providers::{EventStatus, NewEvent};
 use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
@@ -99,6 +100,8 @@ impl Inbox {
         let worker = StoreThread {
             db: Some(db),
             opts: cfg.db,
+            writes: Outage::new("database writes"),
+            projecting: Outage::new("projector"),
             rx,
             projector,
             beside,
@@ -171,6 +174,10 @@ impl Inbox {
 struct StoreThread {
     db: Option<Db>,
     opts: DbOptions,
+    /// Commits, pings and media reads and writes failing while the database is away.
+    writes: Outage,
+    /// The projector's failures when it runs on this thread.
+    projecting: Outage,
     rx: Receiver<Command>,
     /// The projector when it runs on this thread (SQLite).
     projector: Option<Projector>,
@@ -196,13 +203,14 @@ impl ProjectorThread {
     /// poll interval: other instances queue events too). Stops when the store thread does.
     fn run(self) {
         let mut conn: Option<Db> = None;
+        let mut outage = Outage::new("projector");
         loop {
             let db = match conn.take() {
                 Some(db) => Ok(db),
                 None => Db::connect(&self.opts),
             };
             let more = match db {
-                Ok(mut db) => match run_chunk(&self.projector, &mut db) {
+                Ok(mut db) => match run_chunk(&self.projector, &mut db, &mut outage) {
                     Chunk::Failed => false,
                     done => {
                         conn = Some(db);
@@ -210,7 +218,7 @@ impl ProjectorThread {
                     }
                 },
                 Err(e) => {
-                    tracing::info!(error = %e, "projector cannot connect; retrying at the next poll");
+                    outage.fail(&e);
                     false
                 }
             };
@@ -240,16 +248,19 @@ enum Chunk {
     Failed,
 }
 
-fn run_chunk(projector: &Projector, db: &mut Db) -> Chunk {
+/// Runs one chunk; a failed one is rolled back and tried again at the next poll.
+fn run_chunk(projector: &Projector, db: &mut Db, outage: &mut Outage) -> Chunk {
     match projector.run_chunk(db) {
-        Ok(0) => Chunk::Idle,
-        Ok(_) => Chunk::More,
-        Err(e) => {
-            if e.is_transient() {
-                tracing::info!(error = %e, "projector chunk rolled back; retrying at the next poll");
+        Ok(n) => {
+            outage.recover();
+            if n == 0 {
+                Chunk::Idle
             } else {
-                tracing::warn!(error = %e, "projector chunk failed; retrying at the next poll");
+                Chunk::More
             }
+        }
+        Err(e) => {
+            outage.fail(&e);
             Chunk::Failed
         }
     }
@@ -360,13 +371,16 @@ impl StoreThread {
         let Some(projector) = self.projector.take() else {
             return false;
         };
+        // Both are taken out for the chunk, which borrows the connection from `self`.
+        let mut outage = std::mem::replace(&mut self.projecting, Outage::new("projector"));
         let chunk = match self.connection() {
-            Ok(db) => run_chunk(&projector, db),
+            Ok(db) => run_chunk(&projector, db, &mut outage),
             Err(e) => {
-                tracing::info!(error = %e, "projector cannot connect; retrying at the next poll");
+                outage.fail(&e);
                 Chunk::Failed
             }
         };
+        self.projecting = outage;
         self.projector = Some(projector);
         if chunk == Chunk::Failed {
             self.db = None;
@@ -390,6 +404,7 @@ impl StoreThread {
         if !events.is_empty() {
             match self.commit(&events) {
                 Ok(results) => {
+                    self.writes.recover();
                     Metrics::inc(&self.metrics.commits);
                     for ((ev, reply), new) in events.into_iter().zip(results) {
                         if new {
@@ -407,7 +422,7 @@ impl StoreThread {
                 }
                 Err(e) => {
                     Metrics::inc(&self.metrics.commit_failures);
-                    tracing::error!(error = %e, events = events.len(), "group commit failed");
+                    self.writes.fail(&e);
                     let msg = e.to_string();
                     for (_, reply) in events {
                         let _ = reply.send(Err(InboxError::Unavailable(msg.clone())));
@@ -444,16 +459,22 @@ impl StoreThread {
     /// Turns a store error into the inbox's, dropping the connection: the next command opens
     /// a fresh one, which is how the thread recovers once the database is back.
     fn checked<T>(&mut self, r: Result<T, StoreError>) -> Result<T, InboxError> {
-        r.map_err(|e| {
-            self.db = None;
-            InboxError::Unavailable(e.to_string())
-        })
+        match r {
+            Ok(v) => {
+                self.writes.recover();
+                Ok(v)
+            }
+            Err(e) => {
+                self.writes.fail(&e);
+                self.db = None;
+                Err(InboxError::Unavailable(e.to_string()))
+            }
+        }
     }
 
     fn connection(&mut self) -> Result<&mut Db, StoreError> {
         if self.db.is_none() {
             self.db = Some(Db::connect(&self.opts)?);
-            tracing::info!("database connection re-established");
         }
         self.db
             .as_mut()

@@ -12,6 +12,7 @@ pub mod config;
 pub mod inbox;
 pub mod media;
 pub mod metrics;
+pub mod outage;
 pub mod projection;
 pub mod projector;
 pub mod providers;

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::inbox::{Inbox, InboxError, Stored};
 use crate::metrics::Metrics;
+use crate::outage::{Outage, SharedOutage};
 use crate::providers::{AuthError, Endpoint, Refusal};
 
 /// Limits that protect the listener from hostile peers.
@@ -40,6 +41,8 @@ pub struct Webhooks {
     inbox: Inbox,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// 503s are counted in the metrics and logged as a run, not one line per request.
+    refusing: SharedOutage,
 }
 
 pub(crate) mod bytes_util {
@@ -147,16 +150,19 @@ impl Webhooks {
             inbox,
             limits,
             metrics,
+            refusing: SharedOutage::new("requests answered 503"),
         }
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         match self.accept(req).await {
             Ok(Stored::New) => {
+                self.refusing.recover();
                 Metrics::inc(&self.metrics.stored);
                 json_response(StatusCode::OK, "{\"status\":\"stored\"}")
             }
             Ok(Stored::Duplicate) => {
+                self.refusing.recover();
                 Metrics::inc(&self.metrics.duplicates);
                 json_response(StatusCode::OK, "{\"status\":\"duplicate\"}")
             }
@@ -168,7 +174,7 @@ impl Webhooks {
                     Reject::TooLarge => Metrics::inc(&m.too_large),
                     Reject::Inbox(e) => {
                         Metrics::inc(&m.unavailable);
-                        tracing::warn!(error = %e, "event not stored; answered 503");
+                        self.refusing.fail(e);
                     }
                     _ => Metrics::inc(&m.bad_requests),
                 }
@@ -236,6 +242,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let mut accepting = Outage::new("accepting connections");
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -243,10 +250,13 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(s) => s,
+                Ok(s) => {
+                    accepting.recover();
+                    s
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    accepting.fail(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

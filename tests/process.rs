@@ -222,6 +222,82 @@ fn systemd_unit_verifies() {
     );
 }
 
+/// While the database cannot take writes, every event is answered 503. The log says so when
+/// it starts and when it ends, with how many there were, not once per request: under load
+/// a line each was hundreds of thousands of lines for a few seconds' restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        database_extra: "busy_timeout_ms = 100\n".into(),
+        ..Setup::default()
+    };
+    let config = Daemon::write_config(dir.path(), &setup);
+    let log = dir.path().join("hooksync.log");
+    let mut d = config.spawn_logging(Some(&log)).await;
+    let (_, first) = common::load_event(0, 99);
+    assert_eq!(d.send(first).await, 200);
+
+    // Another process holds the write lock while six senders send ten events each.
+    let mut locker = Reader::open(dir.path());
+    locker.lock_writes();
+    let mut senders = tokio::task::JoinSet::new();
+    for worker in 0..6 {
+        let (client, url) = (d.client.clone(), format!("{}{}", d.url, common::PATH));
+        senders.spawn(async move {
+            let mut statuses = Vec::new();
+            for n in 0..10 {
+                let (_, body) = common::load_event(n, worker);
+                let sig = sign(SECRET, &body);
+                let r = client
+                    .post(&url)
+                    .header("X-GetBill-Signature", sig)
+                    .body(body);
+                statuses.push(r.send().await.expect("request").status().as_u16());
+            }
+            statuses
+        });
+    }
+    let statuses: Vec<u16> = senders.join_all().await.into_iter().flatten().collect();
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    locker.unlock_writes();
+    let (_, after) = common::load_event(1, 99);
+    assert_eq!(d.send(after).await, 200, "stored once the lock is gone");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).await, Some(0));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    let refused = statuses.len();
+    for (needle, want) in [
+        (
+            r#"hooksync::outage: failing; retrying what="requests answered 503""#.to_owned(),
+            1,
+        ),
+        (
+            format!(r#"working again what="requests answered 503" failures={refused} "#),
+            1,
+        ),
+        (
+            r#"hooksync::outage: failing; retrying what="database writes""#.to_owned(),
+            1,
+        ),
+        (r#"working again what="database writes""#.to_owned(), 1),
+    ] {
+        assert_eq!(lines(&needle), want, "lines with {needle}:\n{text}");
+    }
+    let other: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("hooksync::outage")
+        })
+        .collect();
+    assert!(
+        other.is_empty(),
+        "warnings besides the outage's: {other:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();

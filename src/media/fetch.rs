@@ -20,6 +20,7 @@ use super::guard::{forbidden, host_allowed, redact};
 use super::{Job, Key, Outcome};
 use crate::config::MediaConfig;
 use crate::inbox::Inbox;
+use crate::outage::Outage;
 
 /// A refusal by the guards: final, retrying cannot change it.
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +410,7 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
     let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
     let mut tasks = JoinSet::new();
     let poll = Duration::from_millis(cfg.poll_interval_ms);
+    let mut outage = Outage::new("media queue");
     loop {
         let mut sleep_for = poll;
         let free = permits.available_permits();
@@ -416,6 +418,7 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
             let busy = in_flight.lock().map(|s| s.len()).unwrap_or(0);
             match inbox.media_due(now_text(), (free + busy) as i64).await {
                 Ok((jobs, next)) => {
+                    outage.recover();
                     for job in jobs {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             break;
@@ -458,7 +461,7 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
                         sleep_for = sleep_for.min(until.max(Duration::from_millis(10)));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read due media"),
+                Err(e) => outage.fail(&e),
             }
         }
         while tasks.try_join_next().is_some() {}
