@@ -12,7 +12,7 @@
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -100,6 +100,7 @@ impl Inbox {
         let worker = StoreThread {
             db: Some(db),
             opts: cfg.db,
+            reconnect: Reconnect::new(cfg.poll_interval),
             writes: Outage::new("database writes"),
             projecting: Outage::new("projector"),
             rx,
@@ -174,6 +175,7 @@ impl Inbox {
 struct StoreThread {
     db: Option<Db>,
     opts: DbOptions,
+    reconnect: Reconnect,
     /// Commits, pings and media reads and writes failing while the database is away.
     writes: Outage,
     /// The projector's failures when it runs on this thread.
@@ -262,6 +264,53 @@ fn run_chunk(projector: &Projector, db: &mut Db, outage: &mut Outage) -> Chunk {
         Err(e) => {
             outage.fail(&e);
             Chunk::Failed
+        }
+    }
+}
+
+/// Spaces out connection attempts after one fails: 50 ms, doubling up to the poll interval.
+/// While the database is away, events are answered 503 at once instead of every batch trying
+/// to connect (thousands of attempts a second under load, each costing a PostgreSQL that is
+/// starting up a process of its own).
+struct Reconnect {
+    max: Duration,
+    wait: Duration,
+    /// Until when no attempt is made, and why the last one failed.
+    held: Option<(Instant, String)>,
+}
+
+impl Reconnect {
+    const FIRST: Duration = Duration::from_millis(50);
+
+    fn new(max: Duration) -> Self {
+        Self {
+            max: max.max(Self::FIRST),
+            wait: Self::FIRST,
+            held: None,
+        }
+    }
+
+    fn connect(&mut self, opts: &DbOptions, now: Instant) -> Result<Db, StoreError> {
+        if let Some((until, why)) = &self.held {
+            if now < *until {
+                return Err(StoreError::Connect(why.clone()));
+            }
+        }
+        match Db::connect(opts) {
+            Ok(db) => {
+                self.held = None;
+                self.wait = Self::FIRST;
+                Ok(db)
+            }
+            Err(e) => {
+                let why = match &e {
+                    StoreError::Connect(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                self.held = Some((now + self.wait, why));
+                self.wait = (self.wait * 2).min(self.max);
+                Err(e)
+            }
         }
     }
 }
@@ -474,7 +523,7 @@ impl StoreThread {
 
     fn connection(&mut self) -> Result<&mut Db, StoreError> {
         if self.db.is_none() {
-            self.db = Some(Db::connect(&self.opts)?);
+            self.db = Some(self.reconnect.connect(&self.opts, Instant::now())?);
         }
         self.db
             .as_mut()
@@ -584,4 +633,49 @@ fn insert_one_by_one(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreE
 fn insert_one_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| format!("{INSERT_EVENTS}{EVENT_ROW}{ON_CONFLICT}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DbUrl;
+
+    #[test]
+    fn after_a_failed_connection_the_next_attempt_waits_and_the_wait_doubles() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the database's directory should be: connecting fails until it goes.
+        let blocker = dir.path().join("state");
+        std::fs::write(&blocker, b"").unwrap();
+        let opts = DbOptions {
+            url: DbUrl::Sqlite(blocker.join("hooksync.db")),
+            busy_timeout_ms: 100,
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut r = Reconnect::new(Duration::from_millis(150));
+
+        let first = r.connect(&opts, at(0)).err().expect("the path is blocked");
+        assert!(first.to_string().contains("cannot create"), "{first}");
+        assert!(r.connect(&opts, at(50)).is_err(), "tried again after 50 ms");
+        // Two failures: the next attempt waits 100 ms, however soon the database is back.
+        std::fs::remove_file(&blocker).unwrap();
+        let held = r.connect(&opts, at(149)).err().expect("held back");
+        assert_eq!(
+            held.to_string(),
+            first.to_string(),
+            "the wait answers with the last failure"
+        );
+        assert!(r.connect(&opts, at(150)).is_ok(), "tried at 150 ms");
+
+        // A success starts the waits over, and they stop doubling at the maximum.
+        std::fs::remove_dir_all(&blocker).unwrap();
+        std::fs::write(&blocker, b"").unwrap();
+        assert!(r.connect(&opts, at(1_000)).is_err());
+        assert!(r.connect(&opts, at(1_049)).is_err());
+        assert!(r.connect(&opts, at(1_050)).is_err(), "50 ms again");
+        assert!(r.connect(&opts, at(1_150)).is_err(), "then 100 ms");
+        std::fs::remove_file(&blocker).unwrap();
+        assert!(r.connect(&opts, at(1_299)).is_err(), "then 150 ms, not 200");
+        assert!(r.connect(&opts, at(1_300)).is_ok());
+    }
 }
