@@ -17,11 +17,12 @@ pub const RETELL_EVERY: Duration = Duration::from_secs(10);
 /// What to log for one failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tell {
-    /// The first failure of a run: log it, with its error.
-    Start,
-    /// The run goes on and was last told at least an interval ago.
+    /// The first failure of a run: log it, with its error, and the failures of earlier runs
+    /// too short to be told.
+    Start { earlier: u64 },
+    /// The run goes on, and nothing was told for at least an interval.
     Still { failures: u64, lasted: Duration },
-    /// Told recently; count it and say nothing.
+    /// Something was told recently; count it and say nothing.
     Quiet,
 }
 
@@ -33,19 +34,29 @@ pub struct Ended {
 }
 
 /// One concern's run of failures (the store's commits, the projector's chunks, ...).
+///
+/// Lines are at most one per interval, whatever the pattern: a cause that comes and goes
+/// (a queue full one moment and not the next) would otherwise log a start and an end for
+/// each time it flapped. A run that starts within an interval of the last line is not told,
+/// nor is its end; its failures are counted into the next start that is.
 #[derive(Debug)]
 pub struct Outage {
     /// What fails, for the log: "database writes", "projector", ...
     what: &'static str,
     every: Duration,
     run: Option<Run>,
+    /// When the last line was told.
+    told: Option<Instant>,
+    /// Failures of runs that ended untold.
+    untold: u64,
 }
 
 #[derive(Debug)]
 struct Run {
     started: Instant,
-    told: Instant,
     failures: u64,
+    /// Whether its start was told (then so is its end).
+    told: bool,
 }
 
 impl Outage {
@@ -58,6 +69,8 @@ impl Outage {
             what,
             every,
             run: None,
+            told: None,
+            untold: 0,
         }
     }
 
@@ -65,7 +78,10 @@ impl Outage {
     pub fn fail(&mut self, error: &dyn Display) {
         let what = self.what;
         match self.failed(Instant::now()) {
-            Tell::Start => tracing::warn!(what, %error, "failing; retrying"),
+            Tell::Start { earlier: 0 } => tracing::warn!(what, %error, "failing; retrying"),
+            Tell::Start { earlier } => {
+                tracing::warn!(what, %error, earlier_failures = earlier, "failing; retrying")
+            }
             Tell::Still { failures, lasted } => tracing::warn!(
                 what,
                 %error,
@@ -77,7 +93,7 @@ impl Outage {
         }
     }
 
-    /// A success: logs the end of the run of failures, if there was one.
+    /// A success: logs the end of the run of failures, if there was one and it was told.
     pub fn recover(&mut self) {
         if let Some(end) = self.succeeded(Instant::now()) {
             tracing::info!(
@@ -94,35 +110,64 @@ impl Outage {
         self.run.is_some()
     }
 
+    /// Whether a line may be told at `now`, and if so, notes that one is.
+    fn tell(&mut self, now: Instant) -> bool {
+        let may = self
+            .told
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.every);
+        if may {
+            self.told = Some(now);
+        }
+        may
+    }
+
     /// Counts a failure at `now` and says what to log.
     pub fn failed(&mut self, now: Instant) -> Tell {
-        match &mut self.run {
-            None => {
-                self.run = Some(Run {
-                    started: now,
-                    told: now,
-                    failures: 1,
-                });
-                Tell::Start
-            }
-            Some(run) => {
-                run.failures += 1;
-                if now.saturating_duration_since(run.told) >= self.every {
-                    run.told = now;
-                    Tell::Still {
-                        failures: run.failures,
-                        lasted: now.saturating_duration_since(run.started),
-                    }
-                } else {
-                    Tell::Quiet
+        if self.run.is_none() {
+            let told = self.tell(now);
+            self.run = Some(Run {
+                started: now,
+                failures: 1,
+                told,
+            });
+            return if told {
+                Tell::Start {
+                    earlier: std::mem::take(&mut self.untold),
                 }
-            }
+            } else {
+                Tell::Quiet
+            };
+        }
+        let still = self.tell(now);
+        let Some(run) = self.run.as_mut() else {
+            return Tell::Quiet;
+        };
+        run.failures += 1;
+        if !still {
+            return Tell::Quiet;
+        }
+        if !run.told {
+            // A run whose start went untold is told now, as a start.
+            run.told = true;
+            return Tell::Start {
+                earlier: std::mem::take(&mut self.untold),
+            };
+        }
+        Tell::Still {
+            failures: run.failures,
+            lasted: now.saturating_duration_since(run.started),
         }
     }
 
-    /// A success at `now`: the run of failures it ends, if there was one.
+    /// A success at `now`: the run of failures it ends, if there was one whose start was told.
     pub fn succeeded(&mut self, now: Instant) -> Option<Ended> {
-        self.run.take().map(|run| Ended {
+        let run = self.run.take()?;
+        if !run.told {
+            self.untold += run.failures;
+            return None;
+        }
+        self.told = Some(now);
+        Some(Ended {
             failures: run.failures,
             lasted: now.saturating_duration_since(run.started),
         })
@@ -166,15 +211,19 @@ impl SharedOutage {
 mod tests {
     use super::*;
 
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
     #[test]
     fn a_run_is_told_when_it_starts_then_once_per_interval_then_when_it_ends() {
         let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let at = |ms| at(t0, ms);
         let mut o = Outage::every("test", Duration::from_secs(10));
         assert!(!o.is_on());
         assert_eq!(o.succeeded(at(0)), None, "no run, nothing ends");
 
-        assert_eq!(o.failed(at(0)), Tell::Start);
+        assert_eq!(o.failed(at(0)), Tell::Start { earlier: 0 });
         assert!(o.is_on());
         // A thousand failures within the interval say nothing more.
         for i in 1..=1000 {
@@ -208,7 +257,37 @@ mod tests {
         );
         assert!(!o.is_on());
         assert_eq!(o.succeeded(at(26_000)), None, "told once");
-        // The next failure starts a new run.
-        assert_eq!(o.failed(at(27_000)), Tell::Start);
+        // A new run long after the last line is told at once.
+        assert_eq!(o.failed(at(40_000)), Tell::Start { earlier: 0 });
+    }
+
+    #[test]
+    fn a_cause_that_comes_and_goes_is_told_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let at = |ms| at(t0, ms);
+        let mut o = Outage::every("test", Duration::from_secs(10));
+        assert_eq!(o.failed(at(0)), Tell::Start { earlier: 0 });
+        assert!(o.succeeded(at(1)).is_some(), "the told run's end is told");
+        // A thousand short runs within the interval: neither their starts nor their ends.
+        for i in 1..=1000 {
+            assert_eq!(o.failed(at(i * 9)), Tell::Quiet);
+            assert_eq!(o.succeeded(at(i * 9 + 1)), None);
+        }
+        // The next start after the interval carries them.
+        assert_eq!(o.failed(at(10_001)), Tell::Start { earlier: 1000 });
+        assert_eq!(o.succeeded(at(10_002)).map(|e| e.failures), Some(1));
+
+        // A run that starts untold and goes on is told, as a start, an interval after the
+        // last line; its end then is too.
+        assert_eq!(o.failed(at(10_003)), Tell::Quiet);
+        assert_eq!(o.failed(at(15_000)), Tell::Quiet);
+        assert_eq!(o.failed(at(20_002)), Tell::Start { earlier: 0 });
+        assert_eq!(
+            o.succeeded(at(21_000)),
+            Some(Ended {
+                failures: 3,
+                lasted: Duration::from_millis(21_000 - 10_003)
+            })
+        );
     }
 }
