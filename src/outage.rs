@@ -6,6 +6,7 @@
 //! failures starts, then at most once per interval how long it has lasted and how many
 //! failures there have been, and once when it ends.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -41,8 +42,8 @@ pub struct Ended {
 /// nor is its end; its failures are counted into the next start that is.
 #[derive(Debug)]
 pub struct Outage {
-    /// What fails, for the log: "database writes", "projector", ...
-    what: &'static str,
+    /// What fails, for the log: "database writes", "projector", "signatures on getbill", ...
+    what: Cow<'static, str>,
     every: Duration,
     run: Option<Run>,
     /// When the last line was told.
@@ -60,13 +61,13 @@ struct Run {
 }
 
 impl Outage {
-    pub fn new(what: &'static str) -> Self {
+    pub fn new(what: impl Into<Cow<'static, str>>) -> Self {
         Self::every(what, RETELL_EVERY)
     }
 
-    pub fn every(what: &'static str, every: Duration) -> Self {
+    pub fn every(what: impl Into<Cow<'static, str>>, every: Duration) -> Self {
         Self {
-            what,
+            what: what.into(),
             every,
             run: None,
             told: None,
@@ -76,18 +77,17 @@ impl Outage {
 
     /// Counts a failure and logs it if the run calls for it.
     pub fn fail(&mut self, error: &dyn Display) {
-        let what = self.what;
         match self.failed(Instant::now()) {
-            Tell::Start { earlier: 0 } => tracing::warn!(what, %error, "failing; retrying"),
+            Tell::Start { earlier: 0 } => tracing::warn!(what = &*self.what, %error, "failing"),
             Tell::Start { earlier } => {
-                tracing::warn!(what, %error, earlier_failures = earlier, "failing; retrying")
+                tracing::warn!(what = &*self.what, %error, earlier_failures = earlier, "failing")
             }
             Tell::Still { failures, lasted } => tracing::warn!(
-                what,
+                what = &*self.what,
                 %error,
                 failures,
                 lasted_s = lasted.as_secs(),
-                "still failing; retrying"
+                "still failing"
             ),
             Tell::Quiet => {}
         }
@@ -97,7 +97,7 @@ impl Outage {
     pub fn recover(&mut self) {
         if let Some(end) = self.succeeded(Instant::now()) {
             tracing::info!(
-                what = self.what,
+                what = &*self.what,
                 failures = end.failures,
                 lasted_ms = u64::try_from(end.lasted.as_millis()).unwrap_or(u64::MAX),
                 "working again"
@@ -183,7 +183,7 @@ pub struct SharedOutage {
 }
 
 impl SharedOutage {
-    pub fn new(what: &'static str) -> Self {
+    pub fn new(what: impl Into<Cow<'static, str>>) -> Self {
         Self {
             on: AtomicBool::new(false),
             outage: Mutex::new(Outage::new(what)),

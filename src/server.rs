@@ -37,12 +37,19 @@ pub struct Limits {
 }
 
 pub struct Webhooks {
-    endpoints: HashMap<String, Arc<Endpoint>>,
+    endpoints: HashMap<String, Route>,
     inbox: Inbox,
     limits: Limits,
     metrics: Arc<Metrics>,
     /// 503s are counted in the metrics and logged as a run, not one line per request.
     refusing: SharedOutage,
+}
+
+/// An endpoint, and its run of refused signatures: a sender with an old secret has every
+/// event refused, which the log should say without a line per request (or per probe).
+struct Route {
+    endpoint: Arc<Endpoint>,
+    refused: SharedOutage,
 }
 
 pub(crate) mod bytes_util {
@@ -143,7 +150,13 @@ impl Webhooks {
     ) -> Self {
         let endpoints = endpoints
             .into_iter()
-            .map(|e| (e.path.clone(), Arc::new(e)))
+            .map(|e| {
+                let route = Route {
+                    refused: SharedOutage::new(format!("signatures on {}", e.source)),
+                    endpoint: Arc::new(e),
+                };
+                (route.endpoint.path.clone(), route)
+            })
             .collect();
         Self {
             endpoints,
@@ -184,10 +197,11 @@ impl Webhooks {
     }
 
     async fn accept(&self, req: Request<Incoming>) -> Result<Stored, Reject> {
-        let endpoint = self
+        let route = self
             .endpoints
             .get(req.uri().path())
             .ok_or(Reject::NotFound)?;
+        let endpoint = &route.endpoint;
         if req.method() != Method::POST {
             return Err(Reject::Method);
         }
@@ -215,8 +229,10 @@ impl Webhooks {
         let received_at = crate::timefmt::now();
         let verified = endpoint.verify(&parts.headers, &body).map_err(|e| {
             tracing::debug!(endpoint = %endpoint.source, reason = %e, "signature refused");
+            route.refused.fail(&e);
             Reject::Auth(e)
         })?;
+        route.refused.recover();
         let event = verified
             .into_event(received_at, self.limits.max_json_depth)
             .map_err(Reject::Refused)?;

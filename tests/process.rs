@@ -222,9 +222,10 @@ fn systemd_unit_verifies() {
     );
 }
 
-/// While the database cannot take writes, every event is answered 503. The log says so when
-/// it starts and when it ends, with how many there were, not once per request: under load
-/// a line each was hundreds of thousands of lines for a few seconds' restart.
+/// While the database cannot take writes, every event is answered 503; while a sender signs
+/// with the wrong secret, every event is answered 401. The log says so when it starts and
+/// when it ends, with how many there were, not once per request: under load a line each was
+/// hundreds of thousands of lines for a few seconds' restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +237,9 @@ async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
     let log = dir.path().join("hooksync.log");
     let mut d = config.spawn_logging(Some(&log)).await;
     let (_, first) = common::load_event(0, 99);
+    for _ in 0..3 {
+        assert_eq!(d.post(first.clone(), &"0".repeat(64)).await, 401);
+    }
     assert_eq!(d.send(first).await, 200);
 
     // Another process holds the write lock while six senders send ten events each.
@@ -271,7 +275,16 @@ async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
     let refused = statuses.len();
     for (needle, want) in [
         (
-            r#"hooksync::outage: failing; retrying what="requests answered 503""#.to_owned(),
+            r#"hooksync::outage: failing what="signatures on getbill" error=signature does not match"#
+                .to_owned(),
+            1,
+        ),
+        (
+            r#"working again what="signatures on getbill" failures=3 "#.to_owned(),
+            1,
+        ),
+        (
+            r#"hooksync::outage: failing what="requests answered 503""#.to_owned(),
             1,
         ),
         (
@@ -279,7 +292,7 @@ async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
             1,
         ),
         (
-            r#"hooksync::outage: failing; retrying what="database writes""#.to_owned(),
+            r#"hooksync::outage: failing what="database writes""#.to_owned(),
             1,
         ),
         (r#"working again what="database writes""#.to_owned(), 1),
