@@ -17,24 +17,87 @@ use tokio::net::TcpListener;
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::server::bytes_util::{full, Body};
+use crate::store::{Db, DbOptions, StoreError};
 
 pub struct Admin {
     pub inbox: Inbox,
     pub metrics: Arc<Metrics>,
+    pub backlog: BacklogReader,
+}
+
+/// What is waiting on the database (every instance's, when several share it): events stored
+/// and not yet projected, and media URLs not yet downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub events_queued: i64,
+    pub media_pending: i64,
+}
+
+/// Reads the backlog on a connection of its own, kept between scrapes, on a blocking thread:
+/// a count over a large backlog takes a while, and on the store thread it would hold up the
+/// commits senders are waiting for.
+pub struct BacklogReader {
+    opts: DbOptions,
+    conn: Arc<std::sync::Mutex<Option<Db>>>,
+}
+
+impl BacklogReader {
+    /// How long a scrape waits for the counts before it leaves them out.
+    const LIMIT: Duration = Duration::from_secs(2);
+
+    pub fn new(opts: DbOptions) -> Self {
+        Self {
+            opts,
+            conn: Arc::default(),
+        }
+    }
+
+    /// `None` while the database cannot answer in time.
+    async fn read(&self) -> Option<Backlog> {
+        let (opts, conn) = (self.opts.clone(), self.conn.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().ok()?;
+            let r = match conn.as_mut() {
+                Some(db) => count(db),
+                None => Db::connect(&opts).and_then(|mut db| {
+                    let b = count(&mut db);
+                    *conn = Some(db);
+                    b
+                }),
+            };
+            if r.is_err() {
+                *conn = None;
+            }
+            r.ok()
+        });
+        tokio::time::timeout(Self::LIMIT, task).await.ok()?.ok()?
+    }
+}
+
+fn count(db: &mut Db) -> Result<Backlog, StoreError> {
+    Ok(Backlog {
+        events_queued: db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'queued'")?,
+        media_pending: db.count("SELECT COUNT(*) AS n FROM media WHERE status = 'pending'")?,
+    })
 }
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let (status, body) = match req.uri().path() {
             "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+            // A failed ping is counted in the store's own outage log, not once per probe.
             "/readyz" => match self.inbox.ping().await {
                 Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "not ready");
-                    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"))
-                }
+                Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
             },
-            "/metrics" => (StatusCode::OK, self.metrics.render()),
+            "/metrics" => {
+                let mut out = self.metrics.render();
+                // Left out while the database cannot answer: an absent gauge, not a false 0.
+                if let Some(b) = self.backlog.read().await {
+                    Metrics::render_backlog(&mut out, &b);
+                }
+                (StatusCode::OK, out)
+            }
             _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
         };
         let mut r = Response::new(full(body));

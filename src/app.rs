@@ -84,7 +84,7 @@ pub async fn run(
     let (inbox, store_thread) = Inbox::start(
         db,
         InboxConfig {
-            db: opts,
+            db: opts.clone(),
             batch_max: cfg.database.batch_max,
             queue_capacity: cfg.database.queue_capacity,
             commit_timeout: Duration::from_millis(cfg.database.commit_timeout_ms),
@@ -128,7 +128,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = listeners.admin.map(|l| {
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
-        let admin = Arc::new(Admin { inbox: inbox.clone(), metrics: metrics.clone() });
+        let admin = Arc::new(Admin {
+            inbox: inbox.clone(),
+            metrics: metrics.clone(),
+            backlog: admin::BacklogReader::new(opts.clone()),
+        });
         let mut rx = stop_rx.clone();
         tokio::spawn(admin::serve(l, admin, async move {
             let _ = rx.wait_for(|stop| *stop).await;

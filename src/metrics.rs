@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::admin::Backlog;
+
 #[derive(Default)]
 pub struct Metrics {
     pub stored: AtomicU64,
@@ -92,5 +94,17 @@ impl Metrics {
             self.commit_failures.load(Relaxed)
         );
         out
+    }
+
+    /// The gauges read from the database at scrape time, after the counters.
+    pub fn render_backlog(out: &mut String, b: &Backlog) {
+        let _ = write!(
+            out,
+            "# HELP hooksync_events_queued Events stored and not yet projected (every instance's, on a shared database).\n\
+             # TYPE hooksync_events_queued gauge\nhooksync_events_queued {}\n\
+             # HELP hooksync_media_pending Media URLs not yet downloaded (nor failed or expired).\n\
+             # TYPE hooksync_media_pending gauge\nhooksync_media_pending {}\n",
+            b.events_queued, b.media_pending
+        );
     }
 }

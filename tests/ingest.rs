@@ -291,6 +291,30 @@ async fn concurrent_requests_share_commits() {
     app.stop().await;
 }
 
+/// The backlog gauge is read from the database when scraped: what waits for the projector
+/// (on a shared PostgreSQL database, every instance's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_events_waiting_for_the_projector() {
+    let app = TestApp::start(Setup {
+        projector: false,
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(app.metric("hooksync_events_queued ").await, 0);
+    for n in 0..3 {
+        let (_, body) = common::load_event(n, 5);
+        assert_eq!(app.send(&body).await, 200);
+    }
+    assert_eq!(app.metric("hooksync_events_queued ").await, 3);
+    let dir = app.stop().await;
+    // The same database with the projector on: nothing left waiting.
+    let app = TestApp::start_in(dir, Setup::default()).await;
+    app.wait_projected().await;
+    assert_eq!(app.metric("hooksync_events_queued ").await, 0);
+    assert_eq!(app.metric("hooksync_media_pending ").await, 0);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_commit_gets_503_and_readyz_fails() {
     let app = TestApp::start(Setup {

@@ -467,11 +467,13 @@ async fn pending_downloads_resume_after_a_restart() {
             .count("SELECT COUNT(*) AS n FROM media WHERE status = 'pending'"),
         2
     );
+    assert_eq!(app.metric("hooksync_media_pending ").await, 2);
     let dir = app.stop().await;
     assert_eq!(cdn.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Second run on the same files: both complete.
     let app = TestApp::start_in(dir, media(true)).await;
     wait_media(&app, "f1", "audio", "fetched").await;
     wait_media(&app, "f1", "pdf", "fetched").await;
+    assert_eq!(app.metric("hooksync_media_pending ").await, 0);
     app.stop().await;
 }
