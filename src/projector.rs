@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
+use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
 use crate::store::{Backend, Db, Durability, Sql, Stmt, StoreError};
@@ -17,6 +18,9 @@ pub struct Projector {
     metrics: Arc<Metrics>,
     /// Told when projected events leave media to fetch, so the fetcher starts at once.
     media_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Events that cannot be applied, logged as a run: when a provider changes its format,
+    /// every event of a backlog fails, thousands a second. Each keeps its reason in `events`.
+    failing: SharedOutage,
 }
 
 /// What applying one event came to.
@@ -65,6 +69,7 @@ impl Projector {
             batch: i64::try_from(batch).unwrap_or(i64::MAX),
             metrics,
             media_wake,
+            failing: SharedOutage::new("applying events"),
         }
     }
 
@@ -128,13 +133,15 @@ impl Projector {
                 let cache = (!careful).then_some(&mut cache);
                 match self.apply(db, ev, &now, cache)? {
                     Applied::Done { outcome, media: m } => {
+                        self.failing.recover();
                         media |= m;
                         let slot = usize::from(outcome == Outcome::Stale);
                         counts[slot] += 1;
                         done[slot].push(ev.seq);
                     }
                     Applied::Failed(why) => {
-                        tracing::warn!(source = %ev.source, event_id = %ev.event_id, error = %why, "event cannot be applied");
+                        tracing::debug!(source = %ev.source, event_id = %ev.event_id, error = %why, "event cannot be applied");
+                        self.failing.fail(&format_args!("event {} from {}: {why}", ev.event_id, ev.source));
                         counts[2] += 1;
                         db.exec(Stmt::new(MARK).text("failed").opt_text(Some(&why)).time(&now).int(ev.seq))?;
                     }

@@ -223,9 +223,10 @@ fn systemd_unit_verifies() {
 }
 
 /// While the database cannot take writes, every event is answered 503; while a sender signs
-/// with the wrong secret, every event is answered 401. The log says so when it starts and
-/// when it ends, with how many there were, not once per request: under load a line each was
-/// hundreds of thousands of lines for a few seconds' restart.
+/// with the wrong secret, every event is answered 401; events the projector cannot apply are
+/// marked failed. The log says so when it starts and when it ends, with how many there were,
+/// not once per request or event: under load a line each was hundreds of thousands of lines
+/// for a few seconds' restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,6 +242,14 @@ async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
         assert_eq!(d.post(first.clone(), &"0".repeat(64)).await, 401);
     }
     assert_eq!(d.send(first).await, 200);
+    // Three plans the projector cannot apply (an installment without an id), older than
+    // every other event, so they fail before the next one applies.
+    for n in 0..3 {
+        let bad = format!(
+            r#"{{"id":"bad_plan_{n}","type":"payment_plan.created","created_at":"2023-12-31T00:00:0{n}Z","data":{{"debt_id":"d9","plan_months":1,"installments":[{{"amount":2}}]}}}}"#
+        );
+        assert_eq!(d.send(bad.into_bytes()).await, 200);
+    }
 
     // Another process holds the write lock while six senders send ten events each.
     let mut locker = Reader::open(dir.path());
@@ -267,6 +276,15 @@ async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
     locker.unlock_writes();
     let (_, after) = common::load_event(1, 99);
     assert_eq!(d.send(after).await, 200, "stored once the lock is gone");
+    let mut db = Reader::open(dir.path());
+    common::wait_until("projection to finish", Duration::from_secs(30), || {
+        db.queued() == 0
+    })
+    .await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'failed'"),
+        3
+    );
     d.signal("TERM");
     assert_eq!(d.wait_exit(Duration::from_secs(30)).await, Some(0));
 
@@ -296,6 +314,14 @@ async fn an_outage_is_logged_when_it_starts_and_ends_not_once_per_request() {
             1,
         ),
         (r#"working again what="database writes""#.to_owned(), 1),
+        (
+            r#"hooksync::outage: failing what="applying events" error=event bad_plan_"#.to_owned(),
+            1,
+        ),
+        (
+            r#"working again what="applying events" failures=3 "#.to_owned(),
+            1,
+        ),
     ] {
         assert_eq!(lines(&needle), want, "lines with {needle}:\n{text}");
     }
