@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::inbox::Inbox;
-use crate::metrics::Metrics;
+use crate::metrics::{Backlog, Metrics};
 use crate::server::bytes_util::{full, Body};
 use crate::store::{Db, DbOptions, StoreError};
 
@@ -23,14 +23,6 @@ pub struct Admin {
     pub inbox: Inbox,
     pub metrics: Arc<Metrics>,
     pub backlog: BacklogReader,
-}
-
-/// What is waiting on the database (every instance's, when several share it): events stored
-/// and not yet projected, and media URLs not yet downloaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backlog {
-    pub events_queued: i64,
-    pub media_pending: i64,
 }
 
 /// Reads the backlog on a connection of its own, kept between scrapes, on a blocking thread:
@@ -57,18 +49,14 @@ impl BacklogReader {
         let (opts, conn) = (self.opts.clone(), self.conn.clone());
         let task = tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().ok()?;
-            let r = match conn.as_mut() {
-                Some(db) => count(db),
-                None => Db::connect(&opts).and_then(|mut db| {
-                    let b = count(&mut db);
-                    *conn = Some(db);
-                    b
-                }),
-            };
-            if r.is_err() {
+            if conn.is_none() {
+                *conn = Db::connect(&opts).ok();
+            }
+            let counted = count(conn.as_mut()?);
+            if counted.is_err() {
                 *conn = None;
             }
-            r.ok()
+            counted.ok()
         });
         tokio::time::timeout(Self::LIMIT, task).await.ok()?.ok()?
     }

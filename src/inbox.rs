@@ -102,7 +102,6 @@ impl Inbox {
             opts: cfg.db,
             reconnect: Reconnect::new(cfg.poll_interval),
             writes: Outage::new("database writes"),
-            projecting: Outage::new("projector"),
             rx,
             projector,
             beside,
@@ -178,8 +177,6 @@ struct StoreThread {
     reconnect: Reconnect,
     /// Commits, pings and media reads and writes failing while the database is away.
     writes: Outage,
-    /// The projector's failures when it runs on this thread.
-    projecting: Outage,
     rx: Receiver<Command>,
     /// The projector when it runs on this thread (SQLite).
     projector: Option<Projector>,
@@ -205,14 +202,13 @@ impl ProjectorThread {
     /// poll interval: other instances queue events too). Stops when the store thread does.
     fn run(self) {
         let mut conn: Option<Db> = None;
-        let mut outage = Outage::new("projector");
         loop {
             let db = match conn.take() {
                 Some(db) => Ok(db),
                 None => Db::connect(&self.opts),
             };
             let more = match db {
-                Ok(mut db) => match run_chunk(&self.projector, &mut db, &mut outage) {
+                Ok(mut db) => match run_chunk(&self.projector, &mut db) {
                     Chunk::Failed => false,
                     done => {
                         conn = Some(db);
@@ -220,7 +216,7 @@ impl ProjectorThread {
                     }
                 },
                 Err(e) => {
-                    outage.fail(&e);
+                    self.projector.cannot_connect(&e);
                     false
                 }
             };
@@ -250,21 +246,13 @@ enum Chunk {
     Failed,
 }
 
-/// Runs one chunk; a failed one is rolled back and tried again at the next poll.
-fn run_chunk(projector: &Projector, db: &mut Db, outage: &mut Outage) -> Chunk {
+/// Runs one chunk; a failed one is rolled back (and logged by the projector) and tried again
+/// at the next poll.
+fn run_chunk(projector: &Projector, db: &mut Db) -> Chunk {
     match projector.run_chunk(db) {
-        Ok(n) => {
-            outage.recover();
-            if n == 0 {
-                Chunk::Idle
-            } else {
-                Chunk::More
-            }
-        }
-        Err(e) => {
-            outage.fail(&e);
-            Chunk::Failed
-        }
+        Ok(0) => Chunk::Idle,
+        Ok(_) => Chunk::More,
+        Err(_) => Chunk::Failed,
     }
 }
 
@@ -420,16 +408,13 @@ impl StoreThread {
         let Some(projector) = self.projector.take() else {
             return false;
         };
-        // Both are taken out for the chunk, which borrows the connection from `self`.
-        let mut outage = std::mem::replace(&mut self.projecting, Outage::new("projector"));
         let chunk = match self.connection() {
-            Ok(db) => run_chunk(&projector, db, &mut outage),
+            Ok(db) => run_chunk(&projector, db),
             Err(e) => {
-                outage.fail(&e);
+                projector.cannot_connect(&e);
                 Chunk::Failed
             }
         };
-        self.projecting = outage;
         self.projector = Some(projector);
         if chunk == Chunk::Failed {
             self.db = None;

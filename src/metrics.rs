@@ -4,7 +4,13 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::admin::Backlog;
+/// What is waiting on the database (every instance's, when several share it): events stored
+/// and not yet projected, and media URLs not yet downloaded. Read at scrape time (`admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub events_queued: i64,
+    pub media_pending: i64,
+}
 
 #[derive(Default)]
 pub struct Metrics {

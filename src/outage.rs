@@ -106,7 +106,8 @@ impl Outage {
     }
 
     /// True between a failure and the next success.
-    pub fn is_on(&self) -> bool {
+    #[cfg(test)]
+    fn is_on(&self) -> bool {
         self.run.is_some()
     }
 
@@ -121,33 +122,20 @@ impl Outage {
         may
     }
 
-    /// Counts a failure at `now` and says what to log.
+    /// Counts a failure at `now` and says what to log. A run is told, as a start, at its
+    /// first failure an interval after the last line; after that, as going on.
     pub fn failed(&mut self, now: Instant) -> Tell {
-        if self.run.is_none() {
-            let told = self.tell(now);
-            self.run = Some(Run {
-                started: now,
-                failures: 1,
-                told,
-            });
-            return if told {
-                Tell::Start {
-                    earlier: std::mem::take(&mut self.untold),
-                }
-            } else {
-                Tell::Quiet
-            };
-        }
-        let still = self.tell(now);
-        let Some(run) = self.run.as_mut() else {
-            return Tell::Quiet;
-        };
+        let may = self.tell(now);
+        let run = self.run.get_or_insert(Run {
+            started: now,
+            failures: 0,
+            told: false,
+        });
         run.failures += 1;
-        if !still {
+        if !may {
             return Tell::Quiet;
         }
         if !run.told {
-            // A run whose start went untold is told now, as a start.
             run.told = true;
             return Tell::Start {
                 earlier: std::mem::take(&mut self.untold),

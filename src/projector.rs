@@ -21,6 +21,8 @@ pub struct Projector {
     /// Events that cannot be applied, logged as a run: when a provider changes its format,
     /// every event of a backlog fails, thousands a second. Each keeps its reason in `events`.
     failing: SharedOutage,
+    /// Chunks rolled back (the database away, a lock given up), on whichever thread runs them.
+    chunks: SharedOutage,
 }
 
 /// What applying one event came to.
@@ -70,6 +72,7 @@ impl Projector {
             metrics,
             media_wake,
             failing: SharedOutage::new("applying events"),
+            chunks: SharedOutage::new("projector"),
         }
     }
 
@@ -81,6 +84,20 @@ impl Projector {
     /// rolled back and run again with savepoints, so the failing event alone is marked
     /// `failed` and leaves nothing behind.
     pub fn run_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
+        let r = self.try_chunk(db);
+        match &r {
+            Ok(_) => self.chunks.recover(),
+            Err(e) => self.chunks.fail(e),
+        }
+        r
+    }
+
+    /// The thread that runs the chunks could not connect: a failure of the same run.
+    pub fn cannot_connect(&self, e: &StoreError) {
+        self.chunks.fail(e);
+    }
+
+    fn try_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
         let first = match self.chunk(db, false) {
             Err(ChunkError::NeedsCare) => {
                 tracing::debug!("an event failed in the chunk; applying it again with savepoints");
