@@ -48,6 +48,23 @@ pub fn db_options(cfg: &Config) -> anyhow::Result<DbOptions> {
     })
 }
 
+/// The configured endpoints, their secrets resolved.
+pub fn endpoints(cfg: &Config) -> anyhow::Result<Vec<Endpoint>> {
+    cfg.endpoints
+        .iter()
+        .map(Endpoint::from_config)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// What the projector applies each source's events with.
+pub fn providers(endpoints: &[Endpoint]) -> HashMap<String, Arc<dyn Provider>> {
+    endpoints
+        .iter()
+        .map(|e| (e.source.to_string(), e.provider.clone()))
+        .collect()
+}
+
 /// Runs the daemon until `shutdown` resolves: migrations, store thread, listeners. Returns
 /// after in-flight requests are answered and the last commit is done.
 pub async fn run(
@@ -55,12 +72,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let endpoints: Vec<Endpoint> = cfg
-        .endpoints
-        .iter()
-        .map(Endpoint::from_config)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let endpoints = endpoints(&cfg)?;
     let opts = db_options(&cfg)?;
     let db = {
         let opts = opts.clone();
@@ -70,12 +82,8 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let media_wake = Arc::new(tokio::sync::Notify::new());
     let projector = cfg.projector.enabled.then(|| {
-        let providers: HashMap<String, Arc<dyn Provider>> = endpoints
-            .iter()
-            .map(|e| (e.source.to_string(), e.provider.clone()))
-            .collect();
         Projector::new(
-            providers,
+            providers(&endpoints),
             cfg.projector.batch,
             metrics.clone(),
             cfg.media.enabled.then(|| media_wake.clone()),

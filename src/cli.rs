@@ -1,4 +1,4 @@
-//! The command line: `hooksync [--config FILE] serve|migrate|check-config`.
+//! The command line: `hooksync [--config FILE] serve|migrate|check-config|rebuild`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,8 @@ enum Command {
     Migrate,
     /// Validate the configuration and name every problem.
     CheckConfig,
+    /// Empty the domain tables and apply the event log again (downloaded media are kept).
+    Rebuild,
 }
 
 pub fn main() -> ExitCode {
@@ -52,6 +54,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cfg),
         Command::Migrate => migrate(&cfg),
+        Command::Rebuild => crate::rebuild::run(&cfg).map(|s| println!("{s}")),
         Command::CheckConfig => Ok(()),
     };
     match result {

@@ -16,6 +16,7 @@ pub mod outage;
 pub mod projection;
 pub mod projector;
 pub mod providers;
+pub mod rebuild;
 pub mod server;
 pub mod store;
 pub mod timefmt;

@@ -1,0 +1,209 @@
+//! `hooksync rebuild`: the domain tables made again from the event log.
+//!
+//! The log is the source of truth (DESIGN.md); the tables are what the projector made of it.
+//! After a fix to how a provider maps its events, or after someone changed a table by hand,
+//! the tables are emptied and every event that had been applied, found stale or failed is
+//! queued again, in one transaction; the projector then applies them in the order they
+//! happened, which gives the tables the rows they would have had all along.
+//!
+//! Downloaded media are not touched: the files cannot be fetched again (their URLs expired
+//! long ago), and the `media` rows say where they are. Re-projected followups find their rows
+//! unchanged (so nothing is downloaded twice) and get their file paths back from them.
+//!
+//! Only the configured endpoints' rows are rebuilt: events of a source no endpoint names any
+//! more could not be applied again, so their rows stay as they are.
+//!
+//! It can run beside a serving daemon: on SQLite the two take turns at the write lock; on
+//! PostgreSQL every instance's projector helps with the queued events, and this command waits
+//! until all of them are applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::projector::Projector;
+use crate::store::{self, Db, Durability, Stmt, StoreError};
+
+/// Every table the projector writes. `media` is not one of them: the fetcher fills it.
+pub const DOMAIN_TABLES: &[&str] = &[
+    "debts",
+    "followups",
+    "payments",
+    "payment_plans",
+    "notices",
+    "invoices",
+    "customers",
+    "bills",
+    "vendors",
+    "records",
+];
+
+/// What a rebuild did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Rows removed from the domain tables.
+    pub removed: u64,
+    /// Events queued again.
+    pub requeued: u64,
+    /// How the events of the rebuilt sources stand afterwards, by status.
+    pub statuses: Vec<(String, i64)>,
+    /// Followups given back the path of a file downloaded before.
+    pub relinked: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        write!(
+            f,
+            "rebuilt: {} rows removed, {} events applied again (events now: {}), {} media paths restored",
+            self.removed,
+            self.requeued,
+            if statuses.is_empty() {
+                "none".to_string()
+            } else {
+                statuses.join(", ")
+            },
+            self.relinked
+        )
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
+pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
+    let providers = crate::app::providers(&crate::app::endpoints(cfg)?);
+    let mut sources: Vec<String> = providers.keys().cloned().collect();
+    sources.sort();
+    let opts = crate::app::db_options(cfg)?;
+    let mut db = store::open_and_migrate(&opts)?;
+    let projector = Projector::new(
+        providers,
+        cfg.projector.batch,
+        Arc::new(Metrics::default()),
+        None,
+    );
+    Ok(rebuild(
+        &mut db,
+        &projector,
+        &sources,
+        Duration::from_millis(cfg.projector.poll_interval_ms),
+    )?)
+}
+
+/// `(?, ?, ...)` for `n` values.
+fn marks(n: usize) -> String {
+    format!("({})", vec!["?"; n].join(", "))
+}
+
+fn with_sources<'a>(mut s: Stmt<'a>, sources: &'a [String]) -> Stmt<'a> {
+    for source in sources {
+        s = s.text(source);
+    }
+    s
+}
+
+/// Empties the domain tables of `sources`, queues their events again, applies them with
+/// `projector` (waiting for other instances' projectors to finish what they took), and puts
+/// back the paths of files downloaded before.
+pub fn rebuild(
+    db: &mut Db,
+    projector: &Projector,
+    sources: &[String],
+    poll: Duration,
+) -> Result<Summary, StoreError> {
+    let mut summary = Summary::default();
+    if sources.is_empty() {
+        return Ok(summary);
+    }
+    let among = marks(sources.len());
+    let last_seq = db.transaction(Durability::Synced, |db| {
+        for table in DOMAIN_TABLES {
+            let sql = format!("DELETE FROM {table} WHERE source IN {among}");
+            summary.removed += db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
+        }
+        let sql = format!(
+            "UPDATE events SET status = 'queued', attempts = 0, last_error = NULL, applied_at = NULL \
+             WHERE status IN ('applied', 'stale', 'failed') AND source IN {among}"
+        );
+        summary.requeued = db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
+        let rows: Vec<Count> =
+            db.load(Stmt::new("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))?;
+        Ok::<_, StoreError>(rows.first().map_or(0, |r| r.n))
+    })?;
+    tracing::info!(
+        removed = summary.removed,
+        requeued = summary.requeued,
+        "domain tables emptied; applying the event log again"
+    );
+
+    // Everything queued up to now, including events that were queued already: another
+    // instance may hold some of them in a chunk of its own.
+    let waiting_sql = format!(
+        "SELECT COUNT(*) AS n FROM events WHERE status = 'queued' AND seq <= ? AND source IN {among}"
+    );
+    loop {
+        if projector.run_chunk(db)? > 0 {
+            continue;
+        }
+        let waiting: Vec<Count> =
+            db.load(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))?;
+        if waiting.first().map_or(0, |r| r.n) == 0 {
+            break;
+        }
+        std::thread::sleep(poll);
+    }
+
+    // The fetcher writes a followup's file path when a download completes; the followups just
+    // made again do not have it, and the media rows (unchanged) still do.
+    summary.relinked = db.transaction(Durability::Synced, |db| {
+        let mut n = 0;
+        for (kind, _, column) in crate::media::KINDS {
+            let file = "SELECT m.path FROM media m WHERE m.source = followups.source \
+                        AND m.followup_id = followups.id AND m.kind = ? AND m.path IS NOT NULL";
+            let sql = format!(
+                "UPDATE followups SET {column} = ({file}) \
+                 WHERE {column} IS NULL AND source IN {among} AND EXISTS ({file})"
+            );
+            let stmt = with_sources(Stmt::new(&sql).text(kind), sources).text(kind);
+            n += db.exec(stmt)? as u64;
+        }
+        Ok::<_, StoreError>(n)
+    })?;
+    // On SQLite the projector's commits are made durable by the next synced one, and there
+    // may be none after this command: a checkpoint syncs them now.
+    if let Err(e) = db.finish_checkpoint() {
+        tracing::warn!(error = %e, "checkpoint after the rebuild failed; the daemon's next commit will sync");
+    }
+
+    let sql = format!(
+        "SELECT status, COUNT(*) AS n FROM events WHERE source IN {among} GROUP BY status ORDER BY status"
+    );
+    summary.statuses = db
+        .load::<StatusCount>(with_sources(Stmt::new(&sql), sources))?
+        .into_iter()
+        .map(|r| (r.status, r.n))
+        .collect();
+    Ok(summary)
+}
