@@ -34,6 +34,17 @@ pub struct Ended {
     pub lasted: Duration,
 }
 
+/// What to log for a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// The run whose start was told has ended.
+    Ended(Ended),
+    /// Failures of runs too short to be told, an interval after the last line. Without this,
+    /// they would wait for the next told start to carry them, and if the cause is gone for
+    /// good that never comes.
+    Brief { failures: u64 },
+}
+
 /// One concern's run of failures (the store's commits, the projector's chunks, ...).
 ///
 /// Lines are at most one per interval, whatever the pattern: a cause that comes and goes
@@ -93,16 +104,28 @@ impl Outage {
         }
     }
 
-    /// A success: logs the end of the run of failures, if there was one and it was told.
+    /// A success: logs the end of the run of failures, if there was one and it was told, or
+    /// the failures of short runs not told yet.
     pub fn recover(&mut self) {
-        if let Some(end) = self.succeeded(Instant::now()) {
-            tracing::info!(
+        match self.succeeded(Instant::now()) {
+            Some(Over::Ended(end)) => tracing::info!(
                 what = &*self.what,
                 failures = end.failures,
                 lasted_ms = u64::try_from(end.lasted.as_millis()).unwrap_or(u64::MAX),
                 "working again"
-            );
+            ),
+            Some(Over::Brief { failures }) => tracing::warn!(
+                what = &*self.what,
+                failures,
+                "failed briefly since the last report"
+            ),
+            None => {}
         }
+    }
+
+    /// Whether a success may still have something to tell.
+    fn pending(&self) -> bool {
+        self.run.is_some() || self.untold > 0
     }
 
     /// True between a failure and the next success.
@@ -147,18 +170,25 @@ impl Outage {
         }
     }
 
-    /// A success at `now`: the run of failures it ends, if there was one whose start was told.
-    pub fn succeeded(&mut self, now: Instant) -> Option<Ended> {
-        let run = self.run.take()?;
-        if !run.told {
+    /// A success at `now`: the run of failures it ends, if there was one whose start was told;
+    /// else the failures of untold runs, once an interval has passed since the last line.
+    pub fn succeeded(&mut self, now: Instant) -> Option<Over> {
+        if let Some(run) = self.run.take() {
+            if run.told {
+                self.told = Some(now);
+                return Some(Over::Ended(Ended {
+                    failures: run.failures,
+                    lasted: now.saturating_duration_since(run.started),
+                }));
+            }
             self.untold += run.failures;
-            return None;
         }
-        self.told = Some(now);
-        Some(Ended {
-            failures: run.failures,
-            lasted: now.saturating_duration_since(run.started),
-        })
+        if self.untold > 0 && self.tell(now) {
+            return Some(Over::Brief {
+                failures: std::mem::take(&mut self.untold),
+            });
+        }
+        None
     }
 }
 
@@ -189,7 +219,8 @@ impl SharedOutage {
         if self.on.load(Ordering::Relaxed) {
             if let Ok(mut o) = self.outage.lock() {
                 o.recover();
-                self.on.store(false, Ordering::Relaxed);
+                // Short runs not told yet keep successes coming here until they are.
+                self.on.store(o.pending(), Ordering::Relaxed);
             }
         }
     }
@@ -238,10 +269,10 @@ mod tests {
         );
         assert_eq!(
             o.succeeded(at(25_000)),
-            Some(Ended {
+            Some(Over::Ended(Ended {
                 failures: 1004,
                 lasted: Duration::from_secs(25)
-            })
+            }))
         );
         assert!(!o.is_on());
         assert_eq!(o.succeeded(at(26_000)), None, "told once");
@@ -263,7 +294,10 @@ mod tests {
         }
         // The next start after the interval carries them.
         assert_eq!(o.failed(at(10_001)), Tell::Start { earlier: 1000 });
-        assert_eq!(o.succeeded(at(10_002)).map(|e| e.failures), Some(1));
+        assert!(matches!(
+            o.succeeded(at(10_002)),
+            Some(Over::Ended(Ended { failures: 1, .. }))
+        ));
 
         // A run that starts untold and goes on is told, as a start, an interval after the
         // last line; its end then is too.
@@ -272,10 +306,57 @@ mod tests {
         assert_eq!(o.failed(at(20_002)), Tell::Start { earlier: 0 });
         assert_eq!(
             o.succeeded(at(21_000)),
-            Some(Ended {
+            Some(Over::Ended(Ended {
                 failures: 3,
                 lasted: Duration::from_millis(21_000 - 10_003)
-            })
+            }))
+        );
+    }
+
+    #[test]
+    fn short_runs_are_told_an_interval_later_when_no_start_carries_them() {
+        let t0 = Instant::now();
+        let at = |ms| at(t0, ms);
+        let mut o = Outage::every("test", Duration::from_secs(10));
+        assert_eq!(o.failed(at(0)), Tell::Start { earlier: 0 });
+        assert!(o.succeeded(at(100)).is_some());
+        // Three short runs, then the cause is gone for good.
+        for t in [1_000, 2_000, 3_000] {
+            assert_eq!(o.failed(at(t)), Tell::Quiet);
+            assert_eq!(o.succeeded(at(t + 1)), None);
+        }
+        assert!(o.pending(), "successes must keep coming to the outage");
+        assert_eq!(
+            o.succeeded(at(10_099)),
+            None,
+            "an interval after the last line"
+        );
+        assert_eq!(o.succeeded(at(10_100)), Some(Over::Brief { failures: 3 }));
+        assert!(!o.pending());
+        assert_eq!(o.succeeded(at(30_000)), None, "told once");
+        // The line counts as one: a run starting within the interval is not told at once.
+        let mut o2 = Outage::every("test", Duration::from_secs(10));
+        o2.failed(at(0));
+        o2.succeeded(at(1));
+        o2.failed(at(2));
+        assert_eq!(o2.succeeded(at(10_001)), Some(Over::Brief { failures: 1 }));
+        assert_eq!(o2.failed(at(10_002)), Tell::Quiet);
+    }
+
+    #[test]
+    fn a_shared_outage_stays_listening_until_short_runs_are_told() {
+        let o = SharedOutage::new("test");
+        o.fail(&"first");
+        o.recover();
+        assert!(
+            !o.on.load(Ordering::Relaxed),
+            "the told run ended: nothing left"
+        );
+        o.fail(&"second, within the interval");
+        o.recover();
+        assert!(
+            o.on.load(Ordering::Relaxed),
+            "an untold failure keeps successes coming"
         );
     }
 }
