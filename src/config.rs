@@ -28,7 +28,9 @@ pub struct Config {
 #[serde(default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    #[serde(deserialize_with = "text::optional_path")]
     pub tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "text::optional_path")]
     pub tls_key: Option<PathBuf>,
     /// `None` (an empty string in the file) turns the admin listener off.
     #[serde(deserialize_with = "optional_addr")]
@@ -58,8 +60,61 @@ impl Default for ServerConfig {
     }
 }
 
+/// The config crate hands any scalar over as a string when one is asked for, so `url = 5`
+/// would read as the SQLite file "5" and `tenant = 123` as "123". Keys that hold text take
+/// text only, and the rest of `check-config` names those that do not.
+mod text {
+    use std::fmt;
+    use std::path::PathBuf;
+
+    use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+    struct Only;
+
+    impl Visitor<'_> for Only {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+    }
+
+    struct Text(String);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Only).map(Text)
+        }
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Text::deserialize(d).map(|t| t.0)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<Text>::deserialize(d).map(|t| t.map(|t| t.0))
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Vec::<Text>::deserialize(d).map(|v| v.into_iter().map(|t| t.0).collect())
+    }
+
+    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        one(d).map(PathBuf::from)
+    }
+
+    pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        optional(d).map(|t| t.map(PathBuf::from))
+    }
+}
+
 fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = text::one(d)?;
     if s.trim().is_empty() {
         return Ok(None);
     }
@@ -70,6 +125,7 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
 #[serde(default)]
 pub struct DatabaseConfig {
     /// May hold a password: printed only through `store::redact_url`.
+    #[serde(deserialize_with = "text::one")]
     pub url: String,
     /// Most events one group commit takes.
     pub batch_max: usize,
@@ -132,8 +188,10 @@ impl Default for ProjectorConfig {
 pub struct MediaConfig {
     pub enabled: bool,
     /// Where files go: `<dir>/<source>/<followup>-<kind>[.ext]`.
+    #[serde(deserialize_with = "text::path")]
     pub dir: PathBuf,
     /// Hosts media may come from: exact names, or `*.domain` for its subdomains.
+    #[serde(deserialize_with = "text::list")]
     pub allowed_hosts: Vec<String>,
     /// Allow loopback, private, link-local and other non-public addresses (tests, labs).
     pub allow_private_networks: bool,
@@ -147,6 +205,7 @@ pub struct MediaConfig {
     pub timeout_ms: u64,
     pub max_redirects: usize,
     /// A PEM file of extra CA certificates to trust (besides the public roots).
+    #[serde(deserialize_with = "text::optional_path")]
     pub extra_ca_file: Option<PathBuf>,
     /// First retry delay; doubles per attempt, with jitter, up to `retry_max_ms`.
     pub retry_base_ms: u64,
@@ -180,8 +239,10 @@ impl Default for MediaConfig {
 #[serde(default)]
 pub struct LogConfig {
     /// A `tracing` filter (`info`, `hooksync=debug,info`); `RUST_LOG` wins when set.
+    #[serde(deserialize_with = "text::one")]
     pub level: String,
     /// `text` or `json`.
+    #[serde(deserialize_with = "text::one")]
     pub format: String,
 }
 
@@ -197,19 +258,22 @@ impl Default for LogConfig {
 /// `Debug` is written by hand below: `secrets` and `auth_header.value` may hold literal secrets.
 #[derive(Clone, Deserialize)]
 pub struct EndpointConfig {
+    #[serde(deserialize_with = "text::one")]
     pub name: String,
     /// The `source` column of its rows; defaults to `name`. Endpoints that describe one system
     /// (one BigLedger subscription per topic) share a source, so their rows meet.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text::optional")]
     pub source: Option<String>,
+    #[serde(deserialize_with = "text::one")]
     pub path: String,
+    #[serde(deserialize_with = "text::one")]
     pub provider: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text::list")]
     pub secrets: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text::optional")]
     pub tenant: Option<String>,
     /// bigledger-topic: the one topic this subscription carries.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text::optional")]
     pub topic: Option<String>,
     /// bigledger-topic: the static header the subscription sends; `value` is a secret spec.
     #[serde(default)]
@@ -225,7 +289,9 @@ impl EndpointConfig {
 
 #[derive(Clone, Deserialize)]
 pub struct AuthHeaderConfig {
+    #[serde(deserialize_with = "text::one")]
     pub name: String,
+    #[serde(deserialize_with = "text::one")]
     pub value: String,
 }
 
@@ -316,33 +382,46 @@ fn key_of(path: &serde_ignored::Path<'_>) -> String {
 /// How many values of the wrong type `check-config` reports before it stops looking.
 const MAX_TYPE_ERRORS: usize = 64;
 
-/// Removes the value at `path` from its table; false when it is not a table's key (an array
-/// element cannot go without renumbering the ones after it).
-fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> bool {
+/// Removes the value at `path` from its table, or the whole list when `path` is an element of
+/// one (an element cannot go without renumbering the ones after it). Returns the key removed,
+/// spelled as in the messages (`endpoints[0].secrets`).
+fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> Option<String> {
     use config::ValueKind;
     use serde_path_to_error::Segment;
-    let segments: Vec<&Segment> = path.iter().collect();
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    while matches!(segments.last(), Some(Segment::Seq { .. })) {
+        segments.pop();
+    }
     let Some((Segment::Map { key }, parents)) = segments.split_last() else {
-        return false;
+        return None;
     };
     let mut node = tree;
+    let mut spelled = String::new();
     for segment in parents {
         node = match (segment, &mut node.kind) {
-            (Segment::Map { key }, ValueKind::Table(t)) => match t.get_mut(key) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Segment::Seq { index }, ValueKind::Array(a)) => match a.get_mut(*index) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
+            (Segment::Map { key }, ValueKind::Table(t)) => {
+                if !spelled.is_empty() {
+                    spelled.push('.');
+                }
+                spelled.push_str(key);
+                t.get_mut(key)?
+            }
+            (Segment::Seq { index }, ValueKind::Array(a)) => {
+                spelled.push_str(&format!("[{index}]"));
+                a.get_mut(*index)?
+            }
+            _ => return None,
         };
     }
-    match &mut node.kind {
-        ValueKind::Table(t) => t.remove(key).is_some(),
-        _ => false,
+    let ValueKind::Table(t) = &mut node.kind else {
+        return None;
+    };
+    t.remove(key)?;
+    if !spelled.is_empty() {
+        spelled.push('.');
     }
+    spelled.push_str(key);
+    Some(spelled)
 }
 
 impl Config {
@@ -405,11 +484,13 @@ impl Config {
                         let why = why.split(" for key `").next().unwrap_or_default();
                         problems.push(format!("{path}: {why}"));
                     }
-                    if ours || taken_out.len() >= MAX_TYPE_ERRORS || !take_out(&mut tree, e.path())
-                    {
+                    if ours || taken_out.len() >= MAX_TYPE_ERRORS {
                         break None;
                     }
-                    taken_out.push(path);
+                    match take_out(&mut tree, e.path()) {
+                        Some(key) => taken_out.push(key),
+                        None => break None,
+                    }
                 }
             }
         };
@@ -694,6 +775,57 @@ mod tests {
         }
         // Taken out after its type error, `secrets` is not reported again as empty.
         assert!(err.starts_with("configuration has 6 problem(s)"), "{err}");
+    }
+
+    #[test]
+    fn text_keys_take_text_only() {
+        let err = Config::from_toml(
+            r#"
+            [server]
+            tls_cert = 5
+            [database]
+            url = 5
+            [log]
+            level = true
+            [media]
+            allowed_hosts = ["cdn.example.com", 7]
+            [[endpoints]]
+            name = "getbill"
+            path = "/webhooks/getbill"
+            provider = "getbill"
+            secrets = [12345]
+            tenant = 123
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "server.tls_cert: invalid type: integer `5`, expected a string",
+            "database.url: invalid type: integer `5`, expected a string",
+            "log.level: invalid type: boolean `true`, expected a string",
+            "media.allowed_hosts[1]: invalid type: integer `7`, expected a string",
+            "endpoints[0].secrets[0]: invalid type: integer `12345`, expected a string",
+            "endpoints[0].tenant: invalid type: integer `123`, expected a string",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        // Written as text, the same values are taken.
+        let cfg = Config::from_toml(
+            r#"
+            [database]
+            url = "sqlite://5.db"
+            [[endpoints]]
+            name = "getbill"
+            path = "/webhooks/getbill"
+            provider = "getbill"
+            secrets = ["12345"]
+            tenant = "123"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.endpoints[0].tenant.as_deref(), Some("123"));
+        assert_eq!(cfg.endpoints[0].secrets, ["12345"]);
+        assert_eq!(cfg.server.tls_cert, None);
     }
 
     #[test]
