@@ -48,7 +48,9 @@ impl BacklogReader {
     async fn read(&self) -> Option<Backlog> {
         let (opts, conn) = (self.opts.clone(), self.conn.clone());
         let task = tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().ok()?;
+            // A count still waiting from an earlier scrape holds the connection: this one is
+            // left out too, rather than one more blocking thread queueing behind it.
+            let mut conn = conn.try_lock().ok()?;
             if conn.is_none() {
                 *conn = Db::connect(&opts).ok();
             }

@@ -366,3 +366,52 @@ async fn projected(app: &TestApp) -> u64 {
             .metric("hooksync_events_projected_total{status=\"stale\"}")
             .await
 }
+
+/// While the database does not answer the backlog counts (here: `events` locked by another
+/// session), a scrape leaves the two gauges out instead of waiting or showing a false 0, and
+/// the rest of it is there; once the lock goes, they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_backlog_gauges_are_left_out_while_the_database_does_not_answer() {
+    let Some(url) = fresh_database("pg_backlog_gauges") else {
+        return;
+    };
+    // Lock waits outlast the scrape's limit, so the limit is what answers.
+    let app = TestApp::start(Setup {
+        database_extra: "busy_timeout_ms = 30000\n".into(),
+        ..on(&url)
+    })
+    .await;
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.admin))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("a scrape answered within 10 s")
+            .text()
+            .await
+            .expect("body")
+    };
+    assert!(scrape().await.contains("hooksync_events_queued 0"));
+
+    let mut holder = Reader::open_url(&url);
+    holder
+        .raw()
+        .batch("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    // The first scrape waits for its limit; the next finds that count still waiting.
+    for _ in 0..2 {
+        let text = scrape().await;
+        assert!(!text.contains("hooksync_events_queued"), "{text}");
+        assert!(!text.contains("hooksync_media_pending"), "{text}");
+        assert!(text.contains("hooksync_requests_total"), "{text}");
+    }
+    holder.raw().batch("COMMIT").unwrap();
+    common::eventually(
+        "the gauges to come back",
+        Duration::from_secs(20),
+        async || scrape().await.contains("hooksync_events_queued 0"),
+    )
+    .await;
+    app.stop().await;
+}
