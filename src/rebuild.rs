@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 
@@ -104,13 +105,18 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         Arc::new(Metrics::default()),
         None,
     );
-    Ok(rebuild(
+    rebuild(
         &mut db,
         &projector,
         &sources,
         Duration::from_millis(cfg.projector.poll_interval_ms),
-    )?)
+    )
+    .context("the rebuild did not finish (running it again is safe)")
 }
+
+/// Chunks rolled back in a row (locks, a lost connection) before the command gives up; the
+/// events stay queued either way, for the daemon's projector or the next run.
+const MAX_RETRIES: u32 = 10;
 
 /// `(?, ?, ...)` for `n` values.
 fn marks(n: usize) -> String {
@@ -163,9 +169,21 @@ pub fn rebuild(
     let waiting_sql = format!(
         "SELECT COUNT(*) AS n FROM events WHERE status = 'queued' AND seq <= ? AND source IN {among}"
     );
+    let mut failures = 0;
     loop {
-        if projector.run_chunk(db)? > 0 {
-            continue;
+        match projector.run_chunk(db) {
+            Ok(0) => failures = 0,
+            Ok(_) => {
+                failures = 0;
+                continue;
+            }
+            // A lock held a while by a serving daemon: its chunk was rolled back, try again.
+            Err(e) if e.is_transient() && failures < MAX_RETRIES => {
+                failures += 1;
+                std::thread::sleep(poll);
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         let waiting: Vec<Count> =
             db.load(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))?;
