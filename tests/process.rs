@@ -185,28 +185,41 @@ fn systemd_unit_verifies() {
         eprintln!("SKIPPED systemd_unit_verifies: systemd-analyze is not installed");
         return;
     }
-    // Verify the unit as shipped, with its ExecStart pointing at the binary just built.
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/hooksync.service"
-    ))
-    .unwrap();
-    assert!(
-        unit.contains("ProtectSystem=strict")
-            && unit.contains("NoNewPrivileges=yes")
-            && unit.contains("DynamicUser=yes")
-    );
-    assert!(unit.contains("StateDirectory=hooksync") && unit.contains("Restart=on-failure"));
+    // Verify the units as shipped, with their binary the one just built.
+    let unit = |name: &str| {
+        std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let (service, rebuild) = (unit("hooksync.service"), unit("hooksync-rebuild.service"));
+    for u in [&service, &rebuild] {
+        assert!(
+            u.contains("ProtectSystem=strict")
+                && u.contains("NoNewPrivileges=yes")
+                && u.contains("DynamicUser=yes")
+        );
+        // The same dynamic user on the same state directory: the files SQLite creates for one
+        // can be opened by the other.
+        assert!(u.contains("\nUser=hooksync\n") && u.contains("StateDirectory=hooksync"));
+    }
+    assert!(service.contains("Restart=on-failure"));
+    assert!(rebuild.contains("Type=oneshot"));
+    assert!(rebuild.contains("/etc/hooksync/config.toml rebuild"));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hooksync.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/hooksync", env!("CARGO_BIN_EXE_hooksync")),
-    )
-    .unwrap();
+    let mut paths = Vec::new();
+    for (name, text) in [
+        ("hooksync.service", &service),
+        ("hooksync-rebuild.service", &rebuild),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            text.replace("/usr/local/bin/hooksync", env!("CARGO_BIN_EXE_hooksync")),
+        )
+        .unwrap();
+        paths.push(path);
+    }
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&path)
+        .args(&paths)
         .output()
         .unwrap();
     assert!(
@@ -217,7 +230,7 @@ fn systemd_unit_verifies() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !stderr.contains("hooksync.service"),
+        !stderr.contains(".service"),
         "systemd-analyze complained: {stderr}"
     );
 }
