@@ -3,8 +3,9 @@
 //! The log is the source of truth (DESIGN.md); the tables are what the projector made of it.
 //! After a fix to how a provider maps its events, or after someone changed a table by hand,
 //! the tables are emptied and every event that had been applied, found stale or failed is
-//! queued again, in one transaction; the projector then applies them in the order they
-//! happened, which gives the tables the rows they would have had all along.
+//! queued again, in one transaction, with those kept `unhandled` that their provider handles
+//! now (after an upgrade that knows more event types); the projector then applies them in the
+//! order they happened, which gives the tables the rows they would have had all along.
 //!
 //! Downloaded media are not touched: the files cannot be fetched again (their URLs expired
 //! long ago), and the `media` rows say where they are. Re-projected followups find their rows
@@ -17,6 +18,7 @@
 //! PostgreSQL every instance's projector helps with the queued events, and this command waits
 //! until all of them are applied.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,8 @@ use diesel::QueryableByName;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
-use crate::store::{self, Db, Durability, Stmt, StoreError};
+use crate::providers::Provider;
+use crate::store::{self, Db, Durability, Sql, Stmt, StoreError};
 
 /// Every table the projector writes. `media` is not one of them: the fetcher fills it.
 pub const DOMAIN_TABLES: &[&str] = &[
@@ -50,6 +53,8 @@ pub struct Summary {
     pub removed: u64,
     /// Events queued again.
     pub requeued: u64,
+    /// Of those, events stored as `unhandled` that their provider handles now.
+    pub now_handled: u64,
     /// How the events of the rebuilt sources stand afterwards, by status.
     pub statuses: Vec<(String, i64)>,
     /// Followups given back the path of a file downloaded before.
@@ -65,15 +70,17 @@ impl std::fmt::Display for Summary {
             .collect();
         write!(
             f,
-            "rebuilt: {} rows removed, {} events applied again (events now: {}), {} media paths restored",
+            "rebuilt: {} rows removed, {} events applied again ({} of them kept unhandled before), \
+             {} media paths restored; events now: {}",
             self.removed,
             self.requeued,
+            self.now_handled,
+            self.relinked,
             if statuses.is_empty() {
                 "none".to_string()
             } else {
                 statuses.join(", ")
             },
-            self.relinked
         )
     }
 }
@@ -95,12 +102,10 @@ struct StatusCount {
 /// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
 pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     let providers = crate::app::providers(&crate::app::endpoints(cfg)?);
-    let mut sources: Vec<String> = providers.keys().cloned().collect();
-    sources.sort();
     let opts = crate::app::db_options(cfg)?;
     let mut db = store::open_and_migrate(&opts)?;
     let projector = Projector::new(
-        providers,
+        providers.clone(),
         cfg.projector.batch,
         Arc::new(Metrics::default()),
         None,
@@ -108,7 +113,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     rebuild(
         &mut db,
         &projector,
-        &sources,
+        &providers,
         Duration::from_millis(cfg.projector.poll_interval_ms),
     )
     .context("the rebuild did not finish (running it again is safe)")
@@ -130,16 +135,20 @@ fn with_sources<'a>(mut s: Stmt<'a>, sources: &'a [String]) -> Stmt<'a> {
     s
 }
 
-/// Empties the domain tables of `sources`, queues their events again, applies them with
-/// `projector` (waiting for other instances' projectors to finish what they took), and puts
-/// back the paths of files downloaded before.
+/// Empties the domain tables of the sources in `providers`, queues their events again (and
+/// the `unhandled` ones their provider now handles), applies them with `projector` (waiting
+/// for other instances' projectors to finish what they took), and puts back the paths of
+/// files downloaded before.
 pub fn rebuild(
     db: &mut Db,
     projector: &Projector,
-    sources: &[String],
+    providers: &HashMap<String, Arc<dyn Provider>>,
     poll: Duration,
 ) -> Result<Summary, StoreError> {
     let mut summary = Summary::default();
+    let mut sources: Vec<String> = providers.keys().cloned().collect();
+    sources.sort();
+    let sources = sources.as_slice();
     if sources.is_empty() {
         return Ok(summary);
     }
@@ -154,6 +163,8 @@ pub fn rebuild(
              WHERE status IN ('applied', 'stale', 'failed') AND source IN {among}"
         );
         summary.requeued = db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
+        summary.now_handled = requeue_now_handled(db, providers, sources)?;
+        summary.requeued += summary.now_handled;
         let rows: Vec<Count> =
             db.load(Stmt::new("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))?;
         Ok::<_, StoreError>(rows.first().map_or(0, |r| r.n))
@@ -224,4 +235,73 @@ pub fn rebuild(
         .map(|r| (r.status, r.n))
         .collect();
     Ok(summary)
+}
+
+#[derive(QueryableByName)]
+struct UnhandledRow {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    source: String,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    payload: Option<String>,
+}
+
+static UNHANDLED: Sql = Sql::new(|b| {
+    format!(
+        "SELECT seq, source, event_id, {} AS payload FROM events \
+         WHERE status = 'unhandled' AND seq > ? ORDER BY seq LIMIT ?",
+        b.json_text("payload")
+    )
+});
+
+/// Rows read at a time while looking through the `unhandled` events.
+const PAGE: i64 = 1_000;
+
+/// Queues again the `unhandled` events of `providers`' sources that their provider, reading the
+/// stored payload as a body, now handles: an upgrade may know event types an older version
+/// kept aside. A provider that needs the request's headers to read an event (and so cannot
+/// read the stored payload alone, or reads another id from it) leaves the event as it is.
+fn requeue_now_handled(
+    db: &mut Db,
+    providers: &HashMap<String, Arc<dyn Provider>>,
+    sources: &[String],
+) -> Result<u64, StoreError> {
+    let headers = http::HeaderMap::new();
+    let (mut after, mut found) = (0i64, 0u64);
+    loop {
+        let rows: Vec<UnhandledRow> =
+            db.load(Stmt::new(UNHANDLED.get(db.backend())).int(after).int(PAGE))?;
+        let Some(last) = rows.last() else {
+            return Ok(found);
+        };
+        after = last.seq;
+        let handled: Vec<i64> = rows
+            .iter()
+            .filter(|r| sources.contains(&r.source))
+            .filter(|r| {
+                let (Some(provider), Some(payload)) = (providers.get(&r.source), &r.payload) else {
+                    return false;
+                };
+                provider
+                    .envelope(&headers, payload.as_bytes())
+                    .is_ok_and(|env| env.handled && env.event_id == r.event_id)
+            })
+            .map(|r| r.seq)
+            .collect();
+        if !handled.is_empty() {
+            let sql = format!(
+                "UPDATE events SET status = 'queued', attempts = 0, last_error = NULL, applied_at = NULL \
+                 WHERE status = 'unhandled' AND seq IN {}",
+                marks(handled.len())
+            );
+            let mut stmt = Stmt::new(&sql);
+            for seq in &handled {
+                stmt = stmt.int(*seq);
+            }
+            found += db.exec(stmt)? as u64;
+        }
+    }
 }

@@ -55,7 +55,14 @@ async fn rebuild_gives_back_the_tables_and_keeps_downloaded_media() {
     let app = TestApp::start_in(dir, setup.clone()).await;
     let events = lifecycle(40, 1);
     let stream_events = events.len() as i64;
+    let first_created = events[0].id.clone();
     common::send_concurrently(&app, signed(events), 4).await;
+    // A type no version handles: kept aside, and it stays so.
+    let unknown = serde_json::to_vec(&json!({"id": "evt_unknown", "type": "company.renamed",
+        "created_at": "2024-03-02T00:00:00Z", "data": {"id": "c1"},
+        "metadata": {"source": "getbill", "version": "1.0", "company_id": "c1"}}))
+    .unwrap();
+    assert_eq!(app.send(&unknown).await, 200);
     let url = cdn.url("/ok/audio/recordings/rebuilt.mp3");
     assert_eq!(app.send(&recording(&url)).await, 200);
     app.wait_projected().await;
@@ -79,22 +86,26 @@ async fn rebuild_gives_back_the_tables_and_keeps_downloaded_media() {
     assert!(file.is_string(), "the recording is linked: {file}");
     let downloads = cdn.requests_to("/ok/");
 
-    // What a mapping bug or a hand edit leaves behind.
+    // What a mapping bug or a hand edit leaves behind; and an event an older version did not
+    // handle (its debt then never had the fields it creates).
     db.raw()
-        .batch(
+        .batch(&format!(
             "UPDATE debts SET amount = 0, email = NULL; DELETE FROM payments; \
-             DELETE FROM notices; UPDATE followups SET audio_path = NULL",
-        )
+             DELETE FROM notices; UPDATE followups SET audio_path = NULL; \
+             UPDATE events SET status = 'unhandled' WHERE event_id = '{first_created}'"
+        ))
         .unwrap();
     assert_ne!(db.snapshot("debts"), before[0]);
+    assert_eq!(db.status_of(&first_created).as_deref(), Some("unhandled"));
 
     // The real binary, with the daemon still serving (and projecting) beside it.
     let config = Daemon::write_config(app.dir.path(), &setup);
     let said = rebuild(&config.path);
     let requeued = stream_events + 1;
     assert!(
-        said.contains(&format!("{requeued} events applied again"))
-            && said.contains("1 media paths restored"),
+        said.contains(&format!(
+            "{requeued} events applied again (1 of them kept unhandled before), 1 media paths restored"
+        )) && said.contains("1 unhandled"),
         "{said}"
     );
 
@@ -110,8 +121,10 @@ async fn rebuild_gives_back_the_tables_and_keeps_downloaded_media() {
     );
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM events WHERE status NOT IN ('applied', 'stale')"),
-        0
+        1
     );
+    assert_eq!(db.status_of("evt_unknown").as_deref(), Some("unhandled"));
+    assert_eq!(db.status_of(&first_created).as_deref(), Some("applied"));
 
     // The daemon goes on as before: a new event is stored and projected.
     let next = serde_json::to_vec(&json!({"id": "evt_after", "type": "debt.created",
