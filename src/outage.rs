@@ -192,6 +192,59 @@ impl Outage {
     }
 }
 
+/// What the log does not have yet when an outage's owner stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unsaid {
+    /// A told run still going: its end will never come.
+    pub still: Option<Ended>,
+    /// Failures of runs never told.
+    pub untold: u64,
+}
+
+impl Outage {
+    /// Takes what has not been told, at `now`, for the last lines.
+    pub fn unsaid(&mut self, now: Instant) -> Unsaid {
+        let mut still = None;
+        if let Some(run) = self.run.take() {
+            if run.told {
+                still = Some(Ended {
+                    failures: run.failures,
+                    lasted: now.saturating_duration_since(run.started),
+                });
+            } else {
+                self.untold += run.failures;
+            }
+        }
+        Unsaid {
+            still,
+            untold: std::mem::take(&mut self.untold),
+        }
+    }
+}
+
+/// When its owner stops (at shutdown), an outage tells what the log does not have yet: a run
+/// whose end never came, and failures of runs too short to have been told.
+impl Drop for Outage {
+    fn drop(&mut self) {
+        let unsaid = self.unsaid(Instant::now());
+        if let Some(run) = unsaid.still {
+            tracing::warn!(
+                what = &*self.what,
+                failures = run.failures,
+                lasted_s = run.lasted.as_secs(),
+                "still failing when stopped"
+            );
+        }
+        if unsaid.untold > 0 {
+            tracing::warn!(
+                what = &*self.what,
+                failures = unsaid.untold,
+                "failed briefly since the last report"
+            );
+        }
+    }
+}
+
 /// An [`Outage`] that many tasks report to (the server's requests). While nothing fails, a
 /// success costs one atomic load, not a lock.
 #[derive(Debug)]
@@ -341,6 +394,41 @@ mod tests {
         o2.failed(at(2));
         assert_eq!(o2.succeeded(at(10_001)), Some(Over::Brief { failures: 1 }));
         assert_eq!(o2.failed(at(10_002)), Tell::Quiet);
+    }
+
+    #[test]
+    fn what_was_not_told_is_told_when_the_owner_stops() {
+        let t0 = Instant::now();
+        let at = |ms| at(t0, ms);
+        let mut o = Outage::every("test", Duration::from_secs(10));
+        assert_eq!(o.unsaid(at(0)), Unsaid::default(), "nothing happened");
+        o.failed(at(0));
+        o.succeeded(at(1));
+        o.failed(at(2));
+        o.succeeded(at(3));
+        o.failed(at(4));
+        // One short run over, one going on, neither told.
+        assert_eq!(
+            o.unsaid(at(5)),
+            Unsaid {
+                still: None,
+                untold: 2
+            }
+        );
+        assert_eq!(o.unsaid(at(6)), Unsaid::default(), "told once");
+        // A told run still going at the end.
+        o.failed(at(20_000));
+        o.failed(at(21_000));
+        assert_eq!(
+            o.unsaid(at(22_000)),
+            Unsaid {
+                still: Some(Ended {
+                    failures: 2,
+                    lasted: Duration::from_secs(2)
+                }),
+                untold: 0
+            }
+        );
     }
 
     #[test]
