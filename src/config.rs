@@ -389,27 +389,20 @@ fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> Optio
     use config::ValueKind;
     use serde_path_to_error::Segment;
     let mut segments: Vec<&Segment> = path.iter().collect();
+    let mut spelled = path.to_string();
     while matches!(segments.last(), Some(Segment::Seq { .. })) {
         segments.pop();
+        // Each list index is one `[n]` at the end of the spelling.
+        spelled.truncate(spelled.rfind('[')?);
     }
     let Some((Segment::Map { key }, parents)) = segments.split_last() else {
         return None;
     };
     let mut node = tree;
-    let mut spelled = String::new();
     for segment in parents {
         node = match (segment, &mut node.kind) {
-            (Segment::Map { key }, ValueKind::Table(t)) => {
-                if !spelled.is_empty() {
-                    spelled.push('.');
-                }
-                spelled.push_str(key);
-                t.get_mut(key)?
-            }
-            (Segment::Seq { index }, ValueKind::Array(a)) => {
-                spelled.push_str(&format!("[{index}]"));
-                a.get_mut(*index)?
-            }
+            (Segment::Map { key }, ValueKind::Table(t)) => t.get_mut(key)?,
+            (Segment::Seq { index }, ValueKind::Array(a)) => a.get_mut(*index)?,
             _ => return None,
         };
     }
@@ -417,10 +410,6 @@ fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> Optio
         return None;
     };
     t.remove(key)?;
-    if !spelled.is_empty() {
-        spelled.push('.');
-    }
-    spelled.push_str(key);
     Some(spelled)
 }
 

@@ -114,11 +114,7 @@ impl Outage {
                 lasted_ms = u64::try_from(end.lasted.as_millis()).unwrap_or(u64::MAX),
                 "working again"
             ),
-            Some(Over::Brief { failures }) => tracing::warn!(
-                what = &*self.what,
-                failures,
-                "failed briefly since the last report"
-            ),
+            Some(Over::Brief { failures }) => self.tell_brief(failures),
             None => {}
         }
     }
@@ -173,15 +169,9 @@ impl Outage {
     /// A success at `now`: the run of failures it ends, if there was one whose start was told;
     /// else the failures of untold runs, once an interval has passed since the last line.
     pub fn succeeded(&mut self, now: Instant) -> Option<Over> {
-        if let Some(run) = self.run.take() {
-            if run.told {
-                self.told = Some(now);
-                return Some(Over::Ended(Ended {
-                    failures: run.failures,
-                    lasted: now.saturating_duration_since(run.started),
-                }));
-            }
-            self.untold += run.failures;
+        if let Some(end) = self.end_run(now) {
+            self.told = Some(now);
+            return Some(Over::Ended(end));
         }
         if self.untold > 0 && self.tell(now) {
             return Some(Over::Brief {
@@ -189,6 +179,36 @@ impl Outage {
             });
         }
         None
+    }
+
+    /// Takes what has not been told, at `now`, for the last lines.
+    pub fn unsaid(&mut self, now: Instant) -> Unsaid {
+        Unsaid {
+            still: self.end_run(now),
+            untold: std::mem::take(&mut self.untold),
+        }
+    }
+
+    /// Ends the current run at `now`: a told one comes back to be told ended; an untold one's
+    /// failures join the untold count.
+    fn end_run(&mut self, now: Instant) -> Option<Ended> {
+        let run = self.run.take()?;
+        if !run.told {
+            self.untold += run.failures;
+            return None;
+        }
+        Some(Ended {
+            failures: run.failures,
+            lasted: now.saturating_duration_since(run.started),
+        })
+    }
+
+    fn tell_brief(&self, failures: u64) {
+        tracing::warn!(
+            what = &*self.what,
+            failures,
+            "failed briefly since the last report"
+        );
     }
 }
 
@@ -199,27 +219,6 @@ pub struct Unsaid {
     pub still: Option<Ended>,
     /// Failures of runs never told.
     pub untold: u64,
-}
-
-impl Outage {
-    /// Takes what has not been told, at `now`, for the last lines.
-    pub fn unsaid(&mut self, now: Instant) -> Unsaid {
-        let mut still = None;
-        if let Some(run) = self.run.take() {
-            if run.told {
-                still = Some(Ended {
-                    failures: run.failures,
-                    lasted: now.saturating_duration_since(run.started),
-                });
-            } else {
-                self.untold += run.failures;
-            }
-        }
-        Unsaid {
-            still,
-            untold: std::mem::take(&mut self.untold),
-        }
-    }
 }
 
 /// When its owner stops (at shutdown), an outage tells what the log does not have yet: a run
@@ -236,11 +235,7 @@ impl Drop for Outage {
             );
         }
         if unsaid.untold > 0 {
-            tracing::warn!(
-                what = &*self.what,
-                failures = unsaid.untold,
-                "failed briefly since the last report"
-            );
+            self.tell_brief(unsaid.untold);
         }
     }
 }

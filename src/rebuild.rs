@@ -86,12 +86,6 @@ impl std::fmt::Display for Summary {
 }
 
 #[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-#[derive(QueryableByName)]
 struct StatusCount {
     #[diesel(sql_type = Text)]
     status: String,
@@ -163,11 +157,9 @@ pub fn rebuild(
              WHERE status IN ('applied', 'stale', 'failed') AND source IN {among}"
         );
         summary.requeued = db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
-        summary.now_handled = requeue_now_handled(db, providers, sources)?;
+        summary.now_handled = requeue_now_handled(db, providers)?;
         summary.requeued += summary.now_handled;
-        let rows: Vec<Count> =
-            db.load(Stmt::new("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))?;
-        Ok::<_, StoreError>(rows.first().map_or(0, |r| r.n))
+        db.count("SELECT COALESCE(MAX(seq), 0) AS n FROM events")
     })?;
     tracing::info!(
         removed = summary.removed,
@@ -196,9 +188,7 @@ pub fn rebuild(
             }
             Err(e) => return Err(e),
         }
-        let waiting: Vec<Count> =
-            db.load(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))?;
-        if waiting.first().map_or(0, |r| r.n) == 0 {
+        if db.count(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))? == 0 {
             break;
         }
         std::thread::sleep(poll);
@@ -267,7 +257,6 @@ const PAGE: i64 = 1_000;
 fn requeue_now_handled(
     db: &mut Db,
     providers: &HashMap<String, Arc<dyn Provider>>,
-    sources: &[String],
 ) -> Result<u64, StoreError> {
     let headers = http::HeaderMap::new();
     let (mut after, mut found) = (0i64, 0u64);
@@ -280,7 +269,6 @@ fn requeue_now_handled(
         after = last.seq;
         let handled: Vec<i64> = rows
             .iter()
-            .filter(|r| sources.contains(&r.source))
             .filter(|r| {
                 let (Some(provider), Some(payload)) = (providers.get(&r.source), &r.payload) else {
                     return false;

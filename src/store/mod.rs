@@ -380,8 +380,9 @@ impl Db {
         Ok(())
     }
 
-    pub fn count(&mut self, sql: &str) -> Result<i64, StoreError> {
-        let rows: Vec<CountRow> = self.load(Stmt::new(sql))?;
+    /// The `n` of a one-row count query (plain SQL, or a statement with binds).
+    pub fn count<'a>(&mut self, query: impl Into<Stmt<'a>>) -> Result<i64, StoreError> {
+        let rows: Vec<CountRow> = self.load(query.into())?;
         Ok(rows.first().map(|r| r.n).unwrap_or(0))
     }
 }

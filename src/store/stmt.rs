@@ -103,6 +103,18 @@ impl<'a> Stmt<'a> {
     }
 }
 
+impl<'a> From<&'a str> for Stmt<'a> {
+    fn from(sql: &'a str) -> Self {
+        Stmt::new(sql)
+    }
+}
+
+impl<'a> From<&'a String> for Stmt<'a> {
+    fn from(sql: &'a String) -> Self {
+        Stmt::new(sql)
+    }
+}
+
 impl QueryId for Stmt<'_> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
