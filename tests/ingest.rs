@@ -431,6 +431,50 @@ async fn connections_are_bounded() {
     app.stop().await;
 }
 
+/// A connection that holds its place and sends nothing (never a first request, or no next one
+/// on a kept-alive connection) is cut after `header_timeout_ms`, so idlers cannot keep the
+/// senders out of a bounded listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_give_their_place_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start(Setup {
+        tls: false,
+        server_extra: "max_connections = 1\nheader_timeout_ms = 300\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let url = format!("{}/nothing", app.url);
+    let client = reqwest::Client::new();
+
+    // Kept alive after one request, then silent.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 404");
+    let r = tokio::time::timeout(Duration::from_secs(10), client.get(&url).send())
+        .await
+        .expect("an idle kept-alive connection held the only place")
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+
+    // Connected, and never a byte.
+    let _silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let fresh = reqwest::Client::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), fresh.get(&url).send())
+        .await
+        .expect("a silent connection held the only place")
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_2_and_1_3_are_both_served() {
     let app = TestApp::start(Setup::default()).await;
