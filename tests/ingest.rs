@@ -475,6 +475,34 @@ async fn idle_connections_give_their_place_back() {
     app.stop().await;
 }
 
+/// On HTTPS the same bound holds before any HTTP: a peer that connects and never starts, or
+/// never finishes, its TLS handshake is cut after `header_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_give_their_place_back() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::start(Setup {
+        server_extra: "max_connections = 1\nheader_timeout_ms = 300\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    assert!(app.url.starts_with("https://"));
+    let addr = app.url.trim_start_matches("https://").to_string();
+    let url = format!("{}/nothing", app.url);
+    // Never a byte; then the first bytes of a ClientHello and no more.
+    let _silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), app.client.get(&url).send())
+        .await
+        .expect("stalled handshakes held the only place")
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_2_and_1_3_are_both_served() {
     let app = TestApp::start(Setup::default()).await;
