@@ -396,6 +396,42 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408_and_not_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start(Setup {
+        tls: false,
+        server_extra: "body_timeout_ms = 300\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    // Correctly signed, but only the first half of the body ever arrives.
+    let body = SEED_EVENT.as_bytes();
+    let head = format!(
+        "POST /webhooks/getbill HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         X-GetBill-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+        sign(SECRET, body),
+        body.len()
+    );
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..body.len() / 2]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("the stalled request was neither answered nor closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(app.reader().count("SELECT COUNT(*) AS n FROM events"), 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_bounded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::start(Setup {
