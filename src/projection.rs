@@ -18,7 +18,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::{Map, Value};
 
-use crate::store::{Backend, Bind, Db, Stmt, StoreError};
+use crate::store::{marks, Backend, Bind, Db, Stmt, StoreError};
 
 /// How a column's value is read from the provider object.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,7 @@ impl Mapping {
         ];
         names.extend(common);
         let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-        let marks = vec![format!("({})", vec!["?"; names.len()].join(", ")); n].join(", ");
+        let rows = vec![marks(names.len()); n].join(", ");
         let updates: Vec<String> = self
             .cols
             .iter()
@@ -120,7 +120,7 @@ impl Mapping {
         let mut conflict = vec!["source".to_string()];
         conflict.extend(self.key.iter().map(|k| format!("\"{k}\"")));
         format!(
-            "INSERT INTO {} ({}) VALUES {marks} ON CONFLICT ({}) DO UPDATE SET {}",
+            "INSERT INTO {} ({}) VALUES {rows} ON CONFLICT ({}) DO UPDATE SET {}",
             self.table,
             quoted.join(", "),
             conflict.join(", "),
@@ -161,7 +161,7 @@ impl Mapping {
         };
         let mut cond = vec!["t.source = v.c0".to_string()];
         cond.extend((0..self.key.len()).map(|i| format!("t.\"{}\" = v.c{}", self.key[i], i + 1)));
-        let tuple = format!("({})", vec!["?"; width].join(", "));
+        let tuple = marks(width);
         let names: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
         format!(
             "SELECT x.* FROM (VALUES {}) AS v({}) CROSS JOIN LATERAL (SELECT t.source, {} AS k0, {} AS k1, \

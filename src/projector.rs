@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
-use crate::store::{Backend, Db, Durability, Sql, Stmt, StoreError};
+use crate::store::{marks, Backend, Db, Durability, Sql, Stmt, StoreError};
 
 pub struct Projector {
     providers: HashMap<String, Arc<dyn Provider>>,
@@ -170,9 +170,9 @@ impl Projector {
                 if seqs.is_empty() {
                     continue;
                 }
-                let marks = vec!["?"; seqs.len()].join(", ");
                 let sql = format!(
-                    "UPDATE events SET status = ?, attempts = attempts + 1, last_error = NULL, applied_at = ? WHERE seq IN ({marks})"
+                    "UPDATE events SET status = ?, attempts = attempts + 1, last_error = NULL, applied_at = ? WHERE seq IN {}",
+                    marks(seqs.len())
                 );
                 let mut stmt = Stmt::new(&sql).text(outcome.as_str()).time(&now);
                 for seq in seqs {

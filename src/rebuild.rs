@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::providers::Provider;
-use crate::store::{self, Db, Durability, Sql, Stmt, StoreError};
+use crate::store::{self, marks, Db, Durability, Sql, Stmt, StoreError};
 
 /// Every table the projector writes. `media` is not one of them: the fetcher fills it.
 pub const DOMAIN_TABLES: &[&str] = &[
@@ -116,11 +116,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
 /// Chunks rolled back in a row (locks, a lost connection) before the command gives up; the
 /// events stay queued either way, for the daemon's projector or the next run.
 const MAX_RETRIES: u32 = 10;
-
-/// `(?, ?, ...)` for `n` values.
-fn marks(n: usize) -> String {
-    format!("({})", vec!["?"; n].join(", "))
-}
 
 fn with_sources<'a>(mut s: Stmt<'a>, sources: &'a [String]) -> Stmt<'a> {
     for source in sources {

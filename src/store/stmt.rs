@@ -103,6 +103,11 @@ impl<'a> Stmt<'a> {
     }
 }
 
+/// `(?, ?, ...)`: one row of `n` placeholders, for a `VALUES` list or an `IN`.
+pub fn marks(n: usize) -> String {
+    format!("({})", vec!["?"; n].join(", "))
+}
+
 impl<'a> From<&'a str> for Stmt<'a> {
     fn from(sql: &'a str) -> Self {
         Stmt::new(sql)
