@@ -20,7 +20,14 @@
 //! Then the same on PostgreSQL: a local server started for the run (the test harness's, from
 //! the machine's PostgreSQL binaries, default settings), on the same two cores.
 //!
-//! Environment: BENCH_SECS (default 5), BENCH_CONNECTIONS (default 32). `--drive PORT` sends
+//! The ratios the targets are about come from rounds: bare, hooksync on SQLite and on
+//! PostgreSQL back to back, the order reversed every other round, and each round's ratios
+//! against its own bare run; the verdict is on their median. One bare run at the start and
+//! PostgreSQL's a minute later would compare two different machines on a day when this one's
+//! speed drifts by tens of percent within minutes.
+//!
+//! Environment: BENCH_SECS (seconds per run, default 3), BENCH_ROUNDS (default 3),
+//! BENCH_CONNECTIONS (default 32). `--drive PORT` sends
 //! only the load, to a server started by hand (for profiling it).
 
 use std::convert::Infallible;
@@ -60,7 +67,7 @@ fn main() {
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(3);
     let conns: usize = std::env::var("BENCH_CONNECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -73,15 +80,81 @@ fn main() {
         row("server on the given port", &r, 0);
         return;
     }
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
-        "hooksync ingest benchmark: {} cores, load generator in this process (1 thread), {conns} keep-alive connections, {secs} s per run, plain HTTP/1.1",
+        "hooksync ingest benchmark: {} cores, load generator in this process (1 thread), {conns} keep-alive connections, {secs} s per run, {rounds} rounds, plain HTTP/1.1",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
 
-    // (a) bare hyper
-    let (bare_res, bare_rss) = reference_server("--bare-server", conns, dur, 0);
-    // (a2) the same server doing what hooksync does before the store (signature, envelope):
+    let server = pg::PgServer::start();
+    let pg_url = server.as_ref().ok().map(|server| {
+        server.ensure_database("bench");
+        server.url("bench")
+    });
+
+    // (a), (b), (e): the ratios the targets are about. This machine's speed drifts by tens of
+    // percent within minutes, so each round runs bare, SQLite and PostgreSQL back to back (the
+    // order reversed every other round, so neither store is always the one further from its
+    // reference), each round gives its own ratios, and the verdict is on their median.
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let mut played = Vec::new();
+    for r in 0..rounds {
+        let base = 10 * (r as u64 + 1);
+        let mut order = [Target::Bare, Target::Sqlite, Target::Postgres];
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        let mut round = Round::default();
+        for target in order {
+            match target {
+                Target::Bare => {
+                    round.bare = Some(reference_server("--bare-server", conns, dur, base))
+                }
+                Target::Sqlite => {
+                    round.sqlite =
+                        Some(hooksync_run(dir.path(), &db, false, (conns, dur, base + 1)))
+                }
+                Target::Postgres => {
+                    round.pg = pg_url
+                        .as_ref()
+                        .map(|url| hooksync_run(dir.path(), url, false, (conns, dur, base + 2)))
+                }
+            }
+        }
+        played.push(round);
+    }
+    let bare_runs: Vec<&RunResult> = played
+        .iter()
+        .filter_map(|r| r.bare.as_ref().map(|b| &b.0))
+        .collect();
+    let bare_res = RunResult::pooled(&bare_runs);
+    let bare_rss = played
+        .iter()
+        .filter_map(|r| r.bare.as_ref().map(|b| b.1))
+        .max()
+        .unwrap_or(0);
+    let sqlite_runs: Vec<&RunResult> = played
+        .iter()
+        .filter_map(|r| r.sqlite.as_ref().map(|s| &s.0))
+        .collect();
+    let hs_res = RunResult::pooled(&sqlite_runs);
+    let hs_rss_ingest = played
+        .iter()
+        .filter_map(|r| r.sqlite.as_ref().map(|s| s.1))
+        .max()
+        .unwrap_or(0);
+    let sqlite_ratios: Vec<f64> = played.iter().map(|r| r.ratio(r.sqlite.as_ref())).collect();
+    let pg_ratios: Vec<f64> = played
+        .iter()
+        .filter_map(|r| r.pg.as_ref().map(|_| r.ratio(r.pg.as_ref())))
+        .collect();
+
+    // (a2) the bare server doing what hooksync does before the store (signature, envelope):
     // how much of the gap is the HTTP side.
     let (verify_res, verify_rss) = reference_server("--verify-server", conns, dur, 4);
 
@@ -93,11 +166,7 @@ fn main() {
         dur,
     );
 
-    // (b) hooksync, SQLite, durable, projector off: pure ingest
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (hs_res, hs_rss_ingest) = hooksync_run(dir.path(), &db, false, (conns, dur, 1));
-
-    // (c) projector: restart with the projector on and time the drain of the backlog.
+    // (c) projector: restart with the projector on and time the drain of every round's events.
     let queued = hs_res.ok;
     let (proj_secs, proj_rss) = drain(dir.path(), &db);
 
@@ -106,35 +175,64 @@ fn main() {
     let (mixed, mixed_rss) = hooksync_run(dir.path(), &db2, true, (conns, dur, 2));
     let mixed_projected = projected(&db2);
 
-    // (e, f) PostgreSQL: ingest only, then the projector's drain.
-    let server = pg::PgServer::start();
-    let pg_res = server.as_ref().ok().map(|server| {
-        server.ensure_database("bench");
-        let url = server.url("bench");
-        let (res, rss) = hooksync_run(dir.path(), &url, false, (conns, dur, 3));
-        let (secs, drain_rss) = drain(dir.path(), &url);
-        let rss = rss.max(drain_rss);
-        server.ensure_database("alone");
-        let alone = inbox_alone(&server.url("alone"), conns, dur);
-        // (f) with the projector running during the load, as (d).
-        server.ensure_database("mixed");
-        let mixed_url = server.url("mixed");
-        let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
-        PgFigures {
-            ingest: res,
-            rss,
-            drain_secs: secs,
-            alone,
-            mixed_projected: projected(&mixed_url),
-            mixed,
-            mixed_rss,
-        }
-    });
+    // (e) pooled over the rounds, then the projector's drain, (t) and (f).
+    let pg_res = server
+        .as_ref()
+        .ok()
+        .zip(pg_url.as_ref())
+        .map(|(server, url)| {
+            let runs: Vec<&RunResult> = played
+                .iter()
+                .filter_map(|r| r.pg.as_ref().map(|p| &p.0))
+                .collect();
+            let res = RunResult::pooled(&runs);
+            let rss = played
+                .iter()
+                .filter_map(|r| r.pg.as_ref().map(|p| p.1))
+                .max()
+                .unwrap_or(0);
+            let (secs, drain_rss) = drain(dir.path(), url);
+            let rss = rss.max(drain_rss);
+            server.ensure_database("alone");
+            let alone = inbox_alone(&server.url("alone"), conns, dur);
+            // (f) with the projector running during the load, as (d).
+            server.ensure_database("mixed");
+            let mixed_url = server.url("mixed");
+            let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
+            PgFigures {
+                ingest: res,
+                rss,
+                drain_secs: secs,
+                alone,
+                mixed_projected: projected(&mixed_url),
+                mixed,
+                mixed_rss,
+            }
+        });
+
+    println!();
+    println!(
+        "{:<8} {:>12} {:>22} {:>22}",
+        "round", "bare req/s", "sqlite req/s (/ bare)", "postgres req/s (/ bare)"
+    );
+    for (i, r) in played.iter().enumerate() {
+        let cell = |run: Option<&(RunResult, u64)>| match run {
+            Some((res, _)) => format!("{:.0} ({:.3})", res.rps(), r.ratio(run)),
+            None => "-".into(),
+        };
+        println!(
+            "{:<8} {:>12.0} {:>22} {:>22}",
+            format!("{}{}", i + 1, if i % 2 == 1 { " (rev)" } else { "" }),
+            r.bare.as_ref().map(|b| b.0.rps()).unwrap_or(0.0),
+            cell(r.sqlite.as_ref()),
+            cell(r.pg.as_ref()),
+        );
+    }
 
     println!();
     println!(
         "{:<44} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "target", "req/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
+        "target (a, b, e: every round pooled)", "req/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
     );
     row("(a) bare hyper (read body, 200)", &bare_res, bare_rss);
     row(
@@ -176,16 +274,16 @@ fn main() {
     }
     println!();
     println!(
-        "signature and envelope / bare: {:.3}   (the HTTP side's own ceiling)",
+        "signature and envelope / bare: {:.3}   (the HTTP side's own ceiling; bare pooled over the rounds)",
         verify_res.rps() / bare_res.rps()
     );
     println!(
-        "inbox alone / bare:            {:.3}   (the store's own ceiling)",
+        "inbox alone / bare:            {:.3}   (the store's own ceiling; bare pooled over the rounds)",
         sqlite_alone.0 / bare_res.rps()
     );
-    let ratio = hs_res.rps() / bare_res.rps();
+    let ratio = median(&sqlite_ratios);
     println!(
-        "durable ingest / bare:     {ratio:.3}   (target >= 0.40: {})",
+        "durable ingest / bare:     {ratio:.3}   (median of the rounds' ratios; target >= 0.40: {})",
         verdict(ratio >= 0.40)
     );
     let p99 = hs_res.pct(0.99);
@@ -209,13 +307,13 @@ fn main() {
     match (&pg_res, &server) {
         (Some(pg), _) => {
             let (r, secs) = (&pg.ingest, pg.drain_secs);
-            let ratio = r.rps() / bare_res.rps();
+            let ratio = median(&pg_ratios);
             println!(
-                "postgres ingest / bare:    {ratio:.3}   (target >= 0.25: {})",
+                "postgres ingest / bare:    {ratio:.3}   (median of the rounds' ratios; target >= 0.25: {})",
                 verdict(ratio >= 0.25)
             );
             println!(
-                "postgres inbox alone / bare: {:.3}   (the store's own ceiling)",
+                "postgres inbox alone / bare: {:.3}   (the store's own ceiling; bare pooled)",
                 pg.alone.0 / bare_res.rps()
             );
             let p99 = r.pct(0.99);
@@ -255,6 +353,41 @@ fn main() {
     );
 }
 
+#[derive(Clone, Copy)]
+enum Target {
+    Bare,
+    Sqlite,
+    Postgres,
+}
+
+/// One round of the interleaved runs: each with the server's peak RSS.
+#[derive(Default)]
+struct Round {
+    bare: Option<(RunResult, u64)>,
+    sqlite: Option<(RunResult, u64)>,
+    pg: Option<(RunResult, u64)>,
+}
+
+impl Round {
+    /// A store's throughput over this round's bare server's.
+    fn ratio(&self, run: Option<&(RunResult, u64)>) -> f64 {
+        match (run, &self.bare) {
+            (Some((r, _)), Some((bare, _))) => r.rps() / bare.rps(),
+            _ => 0.0,
+        }
+    }
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 struct RunResult {
     ok: u64,
     errors: u64,
@@ -263,6 +396,18 @@ struct RunResult {
 }
 
 impl RunResult {
+    /// Several runs of one target as one: every request, every second, every latency.
+    fn pooled(runs: &[&RunResult]) -> RunResult {
+        let mut lat_us: Vec<u32> = runs.iter().flat_map(|r| r.lat_us.iter().copied()).collect();
+        lat_us.sort_unstable();
+        RunResult {
+            ok: runs.iter().map(|r| r.ok).sum(),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            secs: runs.iter().map(|r| r.secs).sum(),
+            lat_us,
+        }
+    }
+
     fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
     }
