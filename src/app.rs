@@ -84,7 +84,7 @@ pub async fn run(
     let projector = cfg.projector.enabled.then(|| {
         Projector::new(
             providers(&endpoints),
-            cfg.projector.batch,
+            cfg.projector.batch_for(opts.url.backend()),
             metrics.clone(),
             cfg.media.enabled.then(|| media_wake.clone()),
         )

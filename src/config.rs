@@ -165,9 +165,9 @@ impl Default for DatabaseConfig {
 #[serde(default)]
 pub struct ProjectorConfig {
     pub enabled: bool,
-    /// Most events applied in one transaction; small enough that a waiting ingest batch is not
-    /// held up for long.
-    pub batch: usize,
+    /// Most events applied in one transaction. Unset, it depends on the backend: see
+    /// [`ProjectorConfig::batch_for`].
+    pub batch: Option<usize>,
     /// How often the queue is looked at when nothing announced new work.
     pub poll_interval_ms: u64,
 }
@@ -176,9 +176,23 @@ impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            batch: 32,
+            batch: None,
             poll_interval_ms: 1_000,
         }
+    }
+}
+
+impl ProjectorConfig {
+    /// The chunk size. On SQLite a chunk runs on the store thread between ingest batches, so
+    /// it bounds how long a waiting sender is held up: 32. On PostgreSQL the projector has a
+    /// thread and connection of its own and a chunk costs about seven round trips whatever its
+    /// size, so larger chunks drain a backlog faster: 256 (by hand, 6-7k events/s at 32 against
+    /// 8.5-10k at 256, README "PostgreSQL and several instances").
+    pub fn batch_for(&self, backend: crate::store::Backend) -> usize {
+        self.batch.unwrap_or(match backend {
+            crate::store::Backend::Sqlite => 32,
+            crate::store::Backend::Postgres => 256,
+        })
     }
 }
 
@@ -533,7 +547,7 @@ impl Config {
             ("server.max_json_depth", s.max_json_depth),
             ("database.batch_max", self.database.batch_max),
             ("database.queue_capacity", self.database.queue_capacity),
-            ("projector.batch", self.projector.batch),
+            ("projector.batch", self.projector.batch.unwrap_or(1)),
             ("media.concurrency", self.media.concurrency),
         ] {
             if v == 0 {
@@ -701,6 +715,25 @@ mod tests {
                 && !text.contains("literal-token-2")
                 && !text.contains("db-password-3"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_projector_chunk_follows_the_backend_unless_set() {
+        use crate::store::Backend;
+        const MINIMAL: &str = "[[endpoints]]\nname = \"g\"\npath = \"/g\"\nprovider = \"getbill\"\nsecrets = [\"s\"]\n";
+        let unset = Config::from_toml(MINIMAL).unwrap().projector;
+        assert_eq!(unset.batch_for(Backend::Sqlite), 32);
+        assert_eq!(unset.batch_for(Backend::Postgres), 256);
+        let set = Config::from_toml(&format!("{MINIMAL}[projector]\nbatch = 7\n"))
+            .unwrap()
+            .projector;
+        assert_eq!(set.batch_for(Backend::Sqlite), 7);
+        assert_eq!(set.batch_for(Backend::Postgres), 7);
+        let zero = Config::from_toml(&format!("{MINIMAL}[projector]\nbatch = 0\n"));
+        assert!(
+            matches!(&zero, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p == "projector.batch: must be greater than 0")),
+            "{zero:?}"
         );
     }
 

@@ -100,7 +100,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     let mut db = store::open_and_migrate(&opts)?;
     let projector = Projector::new(
         providers.clone(),
-        cfg.projector.batch,
+        cfg.projector.batch_for(opts.url.backend()),
         Arc::new(Metrics::default()),
         None,
     );

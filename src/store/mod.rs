@@ -167,6 +167,13 @@ impl DbUrl {
         }
         Ok(DbUrl::Sqlite(PathBuf::from(path)))
     }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbUrl::Sqlite(_) => Backend::Sqlite,
+            DbUrl::Postgres(_) => Backend::Postgres,
+        }
+    }
 }
 
 /// A database URL fit for a log line: user and password, and a `password=` parameter, hidden.
