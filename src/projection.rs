@@ -18,7 +18,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::{Map, Value};
 
-use crate::store::{marks, Backend, Bind, Db, Stmt, StoreError};
+use crate::store::{marks, rows_per_statement, Backend, Bind, Db, Stmt, StoreError};
 
 /// How a column's value is read from the provider object.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +60,16 @@ pub struct Mapping {
     upsert_sql: OnceLock<String>,
 }
 
+/// The columns every domain table has after its own, in the upsert's order.
+const COMMON: [&str; 6] = [
+    "data",
+    "versions",
+    "last_event_id",
+    "last_event_at",
+    "deleted_at",
+    "synced_at",
+];
+
 impl Mapping {
     pub const fn new(
         table: &'static str,
@@ -94,27 +104,24 @@ impl Mapping {
         self.upsert_sql.get_or_init(|| self.upsert_rows_sql(1))
     }
 
+    /// The values one row of the upsert binds.
+    fn upsert_width(&self) -> usize {
+        1 + self.key.len() + self.cols.len() + COMMON.len()
+    }
+
     /// The upsert of `n` rows in one statement (each row at most once).
     fn upsert_rows_sql(&self, n: usize) -> String {
         let mut names: Vec<&str> = vec!["source"];
         names.extend(self.key.iter().copied());
         names.extend(self.cols.iter().map(|c| c.name));
-        let common = [
-            "data",
-            "versions",
-            "last_event_id",
-            "last_event_at",
-            "deleted_at",
-            "synced_at",
-        ];
-        names.extend(common);
+        names.extend(COMMON);
         let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
         let rows = vec![marks(names.len()); n].join(", ");
         let updates: Vec<String> = self
             .cols
             .iter()
             .map(|c| c.name)
-            .chain(common)
+            .chain(COMMON)
             .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
             .collect();
         let mut conflict = vec!["source".to_string()];
@@ -297,12 +304,14 @@ impl RowCache {
                 .iter()
                 .map(|(k, st)| RowValues::new(m, k, st))
                 .collect::<Result<_, _>>()?;
-            let sql = m.upsert_rows_sql(values.len());
-            let mut stmt = Stmt::new(&sql);
-            for v in &values {
-                stmt = v.bind(stmt, now);
+            for part in values.chunks(rows_per_statement(m.upsert_width(), 0)) {
+                let sql = m.upsert_rows_sql(part.len());
+                let mut stmt = Stmt::new(&sql);
+                for v in part {
+                    stmt = v.bind(stmt, now);
+                }
+                db.exec(stmt)?;
             }
-            db.exec(stmt)?;
         }
         self.rows.clear();
         Ok(())
@@ -310,20 +319,21 @@ impl RowCache {
 }
 
 /// PostgreSQL: creates (empty) the rows of `keys` that are missing, then locks and reads them
-/// all, in two statements whatever their number. Keys come sorted, so instances lock in the
-/// same order. The claim is a statement of its own so that the read, a later statement, sees
-/// rows another transaction created while the claim waited for it.
+/// all, in two statements whatever their number (two per part when they are more than one
+/// statement can bind). Keys come sorted, so instances lock in the same order. The claim is a
+/// statement of its own so that the read, a later statement, sees rows another transaction
+/// created while the claim waited for it.
 fn lock_rows(
     db: &mut Db,
     m: &Mapping,
     keys: &[&RowKey],
 ) -> Result<Vec<(RowKey, RowState)>, ProjectError> {
-    let claim = m.claim_rows_sql(keys.len());
-    let lock = m.lock_rows_sql(keys.len());
-    db.exec(keys.iter().fold(Stmt::new(&claim), |s, k| k.bind(s)))?;
-    db.load::<LockedRow>(keys.iter().fold(Stmt::new(&lock), |s, k| k.bind(s)))?
-        .into_iter()
-        .map(|r| {
+    let mut out = Vec::with_capacity(keys.len());
+    for part in keys.chunks(rows_per_statement(1 + m.key.len(), 0)) {
+        let claim = m.claim_rows_sql(part.len());
+        let lock = m.lock_rows_sql(part.len());
+        db.exec(part.iter().fold(Stmt::new(&claim), |s, k| k.bind(s)))?;
+        for r in db.load::<LockedRow>(part.iter().fold(Stmt::new(&lock), |s, k| k.bind(s)))? {
             let mut key = vec![r.k0];
             key.extend(r.k1);
             let row_key = RowKey {
@@ -331,9 +341,10 @@ fn lock_rows(
                 source: r.source,
                 key,
             };
-            Ok((row_key, RowState::from_row(r.row)?))
-        })
-        .collect()
+            out.push((row_key, RowState::from_row(r.row)?));
+        }
+    }
+    Ok(out)
 }
 
 /// One row's values in `Mapping::upsert_sql` order.

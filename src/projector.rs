@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
-use crate::store::{marks, Backend, Db, Durability, Sql, Stmt, StoreError};
+use crate::store::{marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError};
 
 pub struct Projector {
     providers: HashMap<String, Arc<dyn Provider>>,
@@ -165,20 +165,20 @@ impl Projector {
                 }
             }
             cache.flush(db, &now).map_err(ChunkError::from_project)?;
-            // One statement per outcome for the whole chunk.
+            // One statement per outcome for the whole chunk (per part of a chunk larger than a
+            // statement can bind).
             for (outcome, seqs) in [Outcome::Applied, Outcome::Stale].iter().zip(&done) {
-                if seqs.is_empty() {
-                    continue;
+                for part in seqs.chunks(rows_per_statement(1, 2)) {
+                    let sql = format!(
+                        "UPDATE events SET status = ?, attempts = attempts + 1, last_error = NULL, applied_at = ? WHERE seq IN {}",
+                        marks(part.len())
+                    );
+                    let mut stmt = Stmt::new(&sql).text(outcome.as_str()).time(&now);
+                    for seq in part {
+                        stmt = stmt.int(*seq);
+                    }
+                    db.exec(stmt)?;
                 }
-                let sql = format!(
-                    "UPDATE events SET status = ?, attempts = attempts + 1, last_error = NULL, applied_at = ? WHERE seq IN {}",
-                    marks(seqs.len())
-                );
-                let mut stmt = Stmt::new(&sql).text(outcome.as_str()).time(&now);
-                for seq in seqs {
-                    stmt = stmt.int(*seq);
-                }
-                db.exec(stmt)?;
             }
             Ok((events.len(), counts, media))
         })

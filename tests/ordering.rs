@@ -195,6 +195,46 @@ async fn late_events_are_stale_and_tombstones_hold() {
     app.stop().await;
 }
 
+/// A plan's installments are rows of their own, as many as the provider sends: more than one
+/// statement can bind (32,766 values on SQLite; 2 per key to lock a row on PostgreSQL, ~21 per
+/// row to write it) must still apply, not fail the chunk at every try and stop the projector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_with_more_installments_than_one_statement_binds_is_applied() {
+    let app = TestApp::start(Setup::default()).await;
+    const N: usize = 20_000;
+    let installments: Vec<serde_json::Value> = (0..N)
+        .map(|i| serde_json::json!({"id": format!("i{i}")}))
+        .collect();
+    let plan = ev(
+        "big_plan",
+        "payment_plan.created",
+        "2024-01-01T00:00:00Z",
+        serde_json::json!({"debt_id": "d1", "plan_months": 12, "installments": installments}),
+    );
+    assert!(plan.len() < 1024 * 1024, "{} bytes", plan.len());
+    assert_eq!(app.send(&plan).await, 200);
+    let after = ev(
+        "after",
+        "payment.received",
+        "2024-01-02T00:00:00Z",
+        serde_json::json!({"id": "p1", "debt_id": "d1", "amount": 5}),
+    );
+    assert_eq!(app.send(&after).await, 200);
+    app.wait_projected().await;
+    let mut db = app.reader();
+    assert_eq!(db.status_of("big_plan").as_deref(), Some("applied"));
+    assert_eq!(db.status_of("after").as_deref(), Some("applied"));
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM payments WHERE plan AND debt_id = 'd1'"),
+        N as i64
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM payment_plans WHERE debt_id = 'd1'"),
+        1
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_event_fails_alone() {
     let app = TestApp::start(Setup::default()).await;

@@ -103,6 +103,24 @@ impl<'a> Stmt<'a> {
     }
 }
 
+/// The most values one statement may bind on either backend: SQLite's limit
+/// (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since 3.32; PostgreSQL's is 65,535). A statement over
+/// it is refused, and a chunk refused every time it is tried would stop the projector for good.
+pub const MAX_BINDS: usize = 32_766;
+
+/// How many rows of `width` values fit in one statement that also binds `fixed` others.
+/// Statements whose rows come from the input (a plan's installments, the chunk size) are split
+/// into parts of at most this many rows.
+pub const fn rows_per_statement(width: usize, fixed: usize) -> usize {
+    let width = if width == 0 { 1 } else { width };
+    let rows = MAX_BINDS.saturating_sub(fixed) / width;
+    if rows == 0 {
+        1
+    } else {
+        rows
+    }
+}
+
 /// `(?, ?, ...)`: one row of `n` placeholders, for a `VALUES` list or an `IN`.
 pub fn marks(n: usize) -> String {
     format!("({})", vec!["?"; n].join(", "))
