@@ -554,6 +554,12 @@ impl Config {
                 problems.push(format!("{name}: must be greater than 0"));
             }
         }
+        if self.database.batch_max > crate::inbox::MAX_BATCH {
+            problems.push(format!(
+                "database.batch_max: at most {} (on PostgreSQL a batch is one statement of 12 values per event)",
+                crate::inbox::MAX_BATCH
+            ));
+        }
         if let Err(e) = crate::store::DbUrl::parse(&self.database.url) {
             problems.push(format!("database.url: {e}"));
         }
@@ -719,7 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn the_projector_chunk_follows_the_backend_unless_set() {
+    fn chunk_and_batch_sizes_follow_the_backend_and_fit_a_statement() {
         use crate::store::Backend;
         const MINIMAL: &str = "[[endpoints]]\nname = \"g\"\npath = \"/g\"\nprovider = \"getbill\"\nsecrets = [\"s\"]\n";
         let unset = Config::from_toml(MINIMAL).unwrap().projector;
@@ -730,6 +736,12 @@ mod tests {
             .projector;
         assert_eq!(set.batch_for(Backend::Sqlite), 7);
         assert_eq!(set.batch_for(Backend::Postgres), 7);
+        let big = Config::from_toml(&format!("{MINIMAL}[database]\nbatch_max = 2731\n"));
+        assert!(
+            matches!(&big, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p.starts_with("database.batch_max: at most 2730"))),
+            "{big:?}"
+        );
+        assert!(Config::from_toml(&format!("{MINIMAL}[database]\nbatch_max = 2730\n")).is_ok());
         let zero = Config::from_toml(&format!("{MINIMAL}[projector]\nbatch = 0\n"));
         assert!(
             matches!(&zero, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p == "projector.batch: must be greater than 0")),

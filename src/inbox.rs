@@ -309,6 +309,13 @@ const CHECKPOINT_EVERY: u64 = 512;
 const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, event_type, \
      occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error) VALUES ";
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// The values `EVENT_ROW` binds.
+const EVENT_WIDTH: usize = 12;
+
+/// The largest batch PostgreSQL takes in its one statement (`database.batch_max` may not be
+/// more).
+pub const MAX_BATCH: usize = crate::store::rows_per_statement(EVENT_WIDTH, 0);
+const _: () = assert!(MAX_BATCH * EVENT_WIDTH <= crate::store::MAX_BINDS && MAX_BATCH >= 2_000);
 const ON_CONFLICT: &str = " ON CONFLICT (source, event_id) DO NOTHING";
 
 /// Binds one event's values in `EVENT_ROW` order.
@@ -624,6 +631,11 @@ fn insert_one_sql() -> &'static str {
 mod tests {
     use super::*;
     use crate::store::DbUrl;
+
+    #[test]
+    fn a_batch_of_the_largest_size_fits_one_statement() {
+        assert_eq!(EVENT_ROW.matches('?').count(), EVENT_WIDTH);
+    }
 
     #[test]
     fn after_a_failed_connection_the_next_attempt_waits_and_the_wait_doubles() {
