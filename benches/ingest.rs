@@ -128,26 +128,8 @@ fn main() {
         }
         played.push(round);
     }
-    let bare_runs: Vec<&RunResult> = played
-        .iter()
-        .filter_map(|r| r.bare.as_ref().map(|b| &b.0))
-        .collect();
-    let bare_res = RunResult::pooled(&bare_runs);
-    let bare_rss = played
-        .iter()
-        .filter_map(|r| r.bare.as_ref().map(|b| b.1))
-        .max()
-        .unwrap_or(0);
-    let sqlite_runs: Vec<&RunResult> = played
-        .iter()
-        .filter_map(|r| r.sqlite.as_ref().map(|s| &s.0))
-        .collect();
-    let hs_res = RunResult::pooled(&sqlite_runs);
-    let hs_rss_ingest = played
-        .iter()
-        .filter_map(|r| r.sqlite.as_ref().map(|s| s.1))
-        .max()
-        .unwrap_or(0);
+    let (bare_res, bare_rss) = pool(&played, |r| r.bare.as_ref());
+    let (hs_res, hs_rss_ingest) = pool(&played, |r| r.sqlite.as_ref());
     let sqlite_ratios: Vec<f64> = played.iter().map(|r| r.ratio(r.sqlite.as_ref())).collect();
     let pg_ratios: Vec<f64> = played
         .iter()
@@ -181,16 +163,7 @@ fn main() {
         .ok()
         .zip(pg_url.as_ref())
         .map(|(server, url)| {
-            let runs: Vec<&RunResult> = played
-                .iter()
-                .filter_map(|r| r.pg.as_ref().map(|p| &p.0))
-                .collect();
-            let res = RunResult::pooled(&runs);
-            let rss = played
-                .iter()
-                .filter_map(|r| r.pg.as_ref().map(|p| p.1))
-                .max()
-                .unwrap_or(0);
+            let (res, rss) = pool(&played, |r| r.pg.as_ref());
             let (secs, drain_rss) = drain(dir.path(), url);
             let rss = rss.max(drain_rss);
             server.ensure_database("alone");
@@ -376,6 +349,14 @@ impl Round {
             _ => 0.0,
         }
     }
+}
+
+/// One target's runs over every round as one, and its peak RSS over them.
+fn pool(played: &[Round], run: impl Fn(&Round) -> Option<&(RunResult, u64)>) -> (RunResult, u64) {
+    let runs: Vec<&(RunResult, u64)> = played.iter().filter_map(run).collect();
+    let results: Vec<&RunResult> = runs.iter().map(|r| &r.0).collect();
+    let rss = runs.iter().map(|r| r.1).max().unwrap_or(0);
+    (RunResult::pooled(&results), rss)
 }
 
 fn median(xs: &[f64]) -> f64 {
