@@ -130,11 +130,8 @@ fn main() {
     }
     let (bare_res, bare_rss) = pool(&played, |r| r.bare.as_ref());
     let (hs_res, hs_rss_ingest) = pool(&played, |r| r.sqlite.as_ref());
-    let sqlite_ratios: Vec<f64> = played.iter().map(|r| r.ratio(r.sqlite.as_ref())).collect();
-    let pg_ratios: Vec<f64> = played
-        .iter()
-        .filter_map(|r| r.pg.as_ref().map(|_| r.ratio(r.pg.as_ref())))
-        .collect();
+    let sqlite_ratios: Vec<f64> = played.iter().filter_map(|r| r.ratio(&r.sqlite)).collect();
+    let pg_ratios: Vec<f64> = played.iter().filter_map(|r| r.ratio(&r.pg)).collect();
 
     // (a2) the bare server doing what hooksync does before the store (signature, envelope):
     // how much of the gap is the HTTP side.
@@ -189,16 +186,16 @@ fn main() {
         "round", "bare req/s", "sqlite req/s (/ bare)", "postgres req/s (/ bare)"
     );
     for (i, r) in played.iter().enumerate() {
-        let cell = |run: Option<&(RunResult, u64)>| match run {
-            Some((res, _)) => format!("{:.0} ({:.3})", res.rps(), r.ratio(run)),
-            None => "-".into(),
+        let cell = |run: &Option<(RunResult, u64)>| match (run, r.ratio(run)) {
+            (Some((res, _)), Some(ratio)) => format!("{:.0} ({ratio:.3})", res.rps()),
+            _ => "-".into(),
         };
         println!(
             "{:<8} {:>12.0} {:>22} {:>22}",
             format!("{}{}", i + 1, if i % 2 == 1 { " (rev)" } else { "" }),
             r.bare.as_ref().map(|b| b.0.rps()).unwrap_or(0.0),
-            cell(r.sqlite.as_ref()),
-            cell(r.pg.as_ref()),
+            cell(&r.sqlite),
+            cell(&r.pg),
         );
     }
 
@@ -342,11 +339,11 @@ struct Round {
 }
 
 impl Round {
-    /// A store's throughput over this round's bare server's.
-    fn ratio(&self, run: Option<&(RunResult, u64)>) -> f64 {
+    /// A store's throughput over this round's bare server's; `None` when either was not run.
+    fn ratio(&self, run: &Option<(RunResult, u64)>) -> Option<f64> {
         match (run, &self.bare) {
-            (Some((r, _)), Some((bare, _))) => r.rps() / bare.rps(),
-            _ => 0.0,
+            (Some((r, _)), Some((bare, _))) => Some(r.rps() / bare.rps()),
+            _ => None,
         }
     }
 }

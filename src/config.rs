@@ -557,8 +557,9 @@ impl Config {
         }
         if self.database.batch_max > crate::inbox::MAX_BATCH {
             problems.push(format!(
-                "database.batch_max: at most {} (on PostgreSQL a batch is one statement of 12 values per event)",
-                crate::inbox::MAX_BATCH
+                "database.batch_max: at most {} (on PostgreSQL a batch is one statement of {} values per event)",
+                crate::inbox::MAX_BATCH,
+                crate::inbox::EVENT_WIDTH
             ));
         }
         if let Err(e) = crate::store::DbUrl::parse(&self.database.url) {

@@ -310,7 +310,7 @@ const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, eve
      occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error) VALUES ";
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 /// The values `EVENT_ROW` binds.
-const EVENT_WIDTH: usize = 12;
+pub const EVENT_WIDTH: usize = 12;
 
 /// The largest batch PostgreSQL takes in its one statement (`database.batch_max` may not be
 /// more).

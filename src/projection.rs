@@ -104,17 +104,18 @@ impl Mapping {
         self.upsert_sql.get_or_init(|| self.upsert_rows_sql(1))
     }
 
-    /// The values one row of the upsert binds.
-    fn upsert_width(&self) -> usize {
-        1 + self.key.len() + self.cols.len() + COMMON.len()
+    /// The columns the upsert writes, in the order each row binds them.
+    fn upsert_columns(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = vec!["source"];
+        names.extend(self.key.iter().copied());
+        names.extend(self.cols.iter().map(|c| c.name));
+        names.extend(COMMON);
+        names
     }
 
     /// The upsert of `n` rows in one statement (each row at most once).
     fn upsert_rows_sql(&self, n: usize) -> String {
-        let mut names: Vec<&str> = vec!["source"];
-        names.extend(self.key.iter().copied());
-        names.extend(self.cols.iter().map(|c| c.name));
-        names.extend(COMMON);
+        let names = self.upsert_columns();
         let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
         let rows = vec![marks(names.len()); n].join(", ");
         let updates: Vec<String> = self
@@ -304,7 +305,7 @@ impl RowCache {
                 .iter()
                 .map(|(k, st)| RowValues::new(m, k, st))
                 .collect::<Result<_, _>>()?;
-            for part in values.chunks(rows_per_statement(m.upsert_width(), 0)) {
+            for part in values.chunks(rows_per_statement(m.upsert_columns().len(), 0)) {
                 let sql = m.upsert_rows_sql(part.len());
                 let mut stmt = Stmt::new(&sql);
                 for v in part {
