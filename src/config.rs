@@ -3,6 +3,7 @@
 //! operator fixes a file in one pass rather than one error per restart.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -428,23 +429,117 @@ fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> Optio
     Some(spelled)
 }
 
+/// Keys set from the environment as `HOOKSYNC_<SECTION>__<KEY>`.
+///
+/// Read by hand rather than by the config crate's `Environment`, which would take any
+/// `HOOKSYNC_` variable for a key (so a secret kept in `HOOKSYNC_GETBILL_SECRET` and named as
+/// `env:HOOKSYNC_GETBILL_SECRET` made the daemon refuse to start over an "unknown key"), and
+/// which reads values either all as text or all as numbers where they look like one (so a text
+/// key set to `1234` was refused). Here every value stays text, which serde reads as a number or
+/// a boolean where a key wants one; list keys are split on commas.
+struct EnvOverrides {
+    set: Vec<(String, config::Value)>,
+    problems: Vec<String>,
+}
+
+const ENV_PREFIX: &str = "HOOKSYNC_";
+/// Keys whose value is a list, written in the environment as `a,b,c`.
+const LIST_KEYS: &[&str] = &["media.allowed_hosts"];
+
+impl EnvOverrides {
+    fn read(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        let mut out = EnvOverrides {
+            set: Vec::new(),
+            problems: Vec::new(),
+        };
+        for (name, value) in vars {
+            // Only `HOOKSYNC_<SECTION>__<KEY>` names a key; other variables (a secret's, say)
+            // are not ours to read.
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                .map(|_| &name[ENV_PREFIX.len()..])
+            else {
+                continue;
+            };
+            if !rest.contains("__") {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            if key == "endpoints" || key.starts_with("endpoints.") {
+                out.problems.push(format!(
+                    "{name}: [[endpoints]] are written in the file only (a secret can come from \
+                     the environment as \"env:VAR\")"
+                ));
+                continue;
+            }
+            let well_formed = key.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
+            if !well_formed {
+                out.problems
+                    .push(format!("{name}: not a configuration key ({key:?})"));
+                continue;
+            }
+            let Some(value) = value.to_str() else {
+                out.problems.push(format!("{name}: the value is not UTF-8"));
+                continue;
+            };
+            let value = if LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(String::from)
+                    .collect();
+                config::Value::from(items)
+            } else {
+                config::Value::from(value)
+            };
+            out.set.push((key, value));
+        }
+        out
+    }
+}
+
 impl Config {
     /// Reads the file (if any) and the environment, and checks everything that can be checked
     /// without binding a port, collecting every problem.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with(path, std::env::vars_os())
+    }
+
+    /// [`Config::load`] with the environment given, so tests need not change the process's.
+    fn load_with(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let raw = builder
-            .add_source(
-                config::Environment::with_prefix("HOOKSYNC")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()?;
-        Self::from_source(raw)
+        let env = EnvOverrides::read(vars);
+        for (key, value) in env.set {
+            builder = builder.set_override(key, value)?;
+        }
+        let parsed = builder
+            .build()
+            .map_err(ConfigError::from)
+            .and_then(Self::from_source);
+        if env.problems.is_empty() {
+            return parsed;
+        }
+        let mut all = env.problems;
+        match parsed {
+            Ok(_) => {}
+            Err(ConfigError::Invalid(more)) => all.extend(more),
+            Err(e) => all.push(e.to_string()),
+        }
+        Err(ConfigError::Invalid(all))
     }
 
     /// Parses a TOML text, environment overrides not applied: for tests and `check-config`.
@@ -570,6 +665,10 @@ impl Config {
                 problems.push(format!("media.extra_ca_file: {e}"));
             }
         }
+        // A filter that does not parse would otherwise be replaced by "info" without a word.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level: {e}"));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push(format!(
                 "log.format: expected \"text\" or \"json\", found {:?}",
@@ -633,6 +732,81 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    const ONE_ENDPOINT: &str = r#"
+        [[endpoints]]
+        name = "getbill"
+        path = "/webhooks/getbill"
+        provider = "getbill"
+        secrets = ["k"]
+        "#;
+
+    #[test]
+    fn the_environment_sets_section_keys_as_each_key_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hooksync.toml");
+        std::fs::write(&file, ONE_ENDPOINT).unwrap();
+        let cfg = Config::load_with(
+            Some(&file),
+            vars(&[
+                // A variable under the same prefix without a section (a secret's, say) is not
+                // a key: the process test reads a secret from one.
+                ("HOOKSYNC_GETBILL_SECRET", "s3cret"),
+                ("HOOKSYNC_DATABASE__URL", "12345"),
+                ("hooksync_server__max_body_bytes", "2048"),
+                ("HOOKSYNC_PROJECTOR__ENABLED", "false"),
+                (
+                    "HOOKSYNC_MEDIA__ALLOWED_HOSTS",
+                    " cdn.example.com, ,files.example.org,",
+                ),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.database.url, "12345");
+        assert_eq!(cfg.server.max_body_bytes, 2048);
+        assert!(!cfg.projector.enabled);
+        assert_eq!(
+            cfg.media.allowed_hosts,
+            ["cdn.example.com", "files.example.org"]
+        );
+    }
+
+    #[test]
+    fn what_the_environment_cannot_set_is_named_beside_the_files_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hooksync.toml");
+        std::fs::write(
+            &file,
+            format!("[server]\nmax_conections = 3\n{ONE_ENDPOINT}"),
+        )
+        .unwrap();
+        let err = Config::load_with(
+            Some(&file),
+            vars(&[
+                ("HOOKSYNC_ENDPOINTS__0__PATH", "/elsewhere"),
+                ("HOOKSYNC_SERVER__", "x"),
+                ("HOOKSYNC_SERVER__MAX_BODY_BYTES", "lots"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "HOOKSYNC_ENDPOINTS__0__PATH: [[endpoints]] are written in the file only",
+            "HOOKSYNC_SERVER__: not a configuration key",
+            "server.max_body_bytes: invalid type: string \"lots\"",
+            "server.max_conections: unknown key",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
 
     #[test]
     fn names_every_bad_key() {
@@ -811,6 +985,37 @@ mod tests {
         }
         // Taken out after its type error, `secrets` is not reported again as empty.
         assert!(err.starts_with("configuration has 6 problem(s)"), "{err}");
+    }
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_named() {
+        let err = Config::from_toml(
+            r#"
+            [log]
+            level = "info,hooksync=loud"
+            [[endpoints]]
+            name = "getbill"
+            path = "/webhooks/getbill"
+            provider = "getbill"
+            secrets = ["k"]
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("log.level: "), "{err}");
+        let cfg = Config::from_toml(
+            r#"
+            [log]
+            level = "hooksync=debug,warn"
+            [[endpoints]]
+            name = "getbill"
+            path = "/webhooks/getbill"
+            provider = "getbill"
+            secrets = ["k"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.log.level, "hooksync=debug,warn");
     }
 
     #[test]

@@ -144,6 +144,57 @@ fn check_config_accepts_the_example_and_names_every_bad_key() {
     assert!(out.contains("database.url"), "{out}");
 }
 
+/// The environment carries text only: a number or a boolean is read out of it where a key wants
+/// one, and a text key keeps text that looks like a number. A variable under the prefix that
+/// names no section (here the secret's own) is left alone.
+#[test]
+fn environment_values_are_read_as_each_key_wants() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hooksync.toml");
+    std::fs::write(
+        &file,
+        "[[endpoints]]\nname = \"getbill\"\npath = \"/webhooks/getbill\"\nprovider = \"getbill\"\nsecrets = [\"env:HOOKSYNC_GETBILL_SECRET\"]\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (code, out) = hooksync(
+        &["--config", file, "check-config"],
+        &[
+            ("HOOKSYNC_GETBILL_SECRET", "s3cret"),
+            ("HOOKSYNC_DATABASE__URL", "12345"),
+            ("HOOKSYNC_SERVER__MAX_BODY_BYTES", "2048"),
+            ("HOOKSYNC_PROJECTOR__ENABLED", "false"),
+            (
+                "HOOKSYNC_MEDIA__ALLOWED_HOSTS",
+                "cdn.example.com,files.example.org",
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("database 12345"), "{out}");
+
+    let (code, out) = hooksync(
+        &["--config", file, "check-config"],
+        &[
+            ("HOOKSYNC_GETBILL_SECRET", "s3cret"),
+            ("HOOKSYNC_SERVER__MAX_BODY_BYTES", "lots"),
+            ("HOOKSYNC_PROJECTOR__ENABLED", "maybe"),
+            ("HOOKSYNC_LOG__LEVEL", "info,=="),
+            ("HOOKSYNC_ENDPOINTS__0__TENANT", "c5a8f3e1b9d2"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    for key in [
+        "server.max_body_bytes",
+        "projector.enabled",
+        "log.level",
+        "HOOKSYNC_ENDPOINTS__0__TENANT",
+    ] {
+        assert!(out.contains(key), "{key} not named in:\n{out}");
+    }
+    assert!(!out.contains("s3cret"), "{out}");
+}
+
 #[test]
 fn migrate_creates_the_tables() {
     let dir = tempfile::tempdir().unwrap();
