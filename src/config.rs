@@ -989,32 +989,12 @@ mod tests {
 
     #[test]
     fn a_log_filter_that_does_not_parse_is_named() {
-        let err = Config::from_toml(
-            r#"
-            [log]
-            level = "info,hooksync=loud"
-            [[endpoints]]
-            name = "getbill"
-            path = "/webhooks/getbill"
-            provider = "getbill"
-            secrets = ["k"]
-            "#,
-        )
-        .unwrap_err()
-        .to_string();
+        let with_level = |level: &str| format!("[log]\nlevel = {level:?}\n{ONE_ENDPOINT}");
+        let err = Config::from_toml(&with_level("info,hooksync=loud"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("log.level: "), "{err}");
-        let cfg = Config::from_toml(
-            r#"
-            [log]
-            level = "hooksync=debug,warn"
-            [[endpoints]]
-            name = "getbill"
-            path = "/webhooks/getbill"
-            provider = "getbill"
-            secrets = ["k"]
-            "#,
-        )
-        .unwrap();
+        let cfg = Config::from_toml(&with_level("hooksync=debug,warn")).unwrap();
         assert_eq!(cfg.log.level, "hooksync=debug,warn");
     }
 
