@@ -438,7 +438,8 @@ fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> Optio
 /// key set to `1234` was refused). Here every value stays text, which serde reads as a number or
 /// a boolean where a key wants one; list keys are split on commas.
 struct EnvOverrides {
-    set: Vec<(String, config::Value)>,
+    /// Key, value, and the variable that set them.
+    set: Vec<(String, config::Value, String)>,
     problems: Vec<String>,
 }
 
@@ -500,9 +501,25 @@ impl EnvOverrides {
             } else {
                 config::Value::from(value)
             };
-            out.set.push((key, value));
+            out.set.push((key, value, name.to_owned()));
         }
         out
+    }
+
+    /// A problem with a key the environment set names the variable too: the file an operator
+    /// would look in first does not hold that value.
+    fn name_variable(&self, problem: String) -> String {
+        let var = problem.split_once(": ").and_then(|(key, _)| {
+            self.set
+                .iter()
+                .rev()
+                .find(|(k, _, _)| k.as_str() == key)
+                .map(|(_, _, var)| var)
+        });
+        match var {
+            Some(var) => problem.replacen(": ", &format!(" (from {var}): "), 1),
+            None => problem,
+        }
     }
 }
 
@@ -522,24 +539,31 @@ impl Config {
         if let Some(path) = path {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env = EnvOverrides::read(vars);
-        for (key, value) in env.set {
-            builder = builder.set_override(key, value)?;
+        let mut env = EnvOverrides::read(vars);
+        for (key, value, _) in &env.set {
+            builder = builder.set_override(key, value.clone())?;
         }
         let parsed = builder
             .build()
             .map_err(ConfigError::from)
             .and_then(Self::from_source);
-        if env.problems.is_empty() {
-            return parsed;
+        let mut all = std::mem::take(&mut env.problems);
+        let cfg = match parsed {
+            Ok(cfg) => Some(cfg),
+            Err(ConfigError::Invalid(more)) => {
+                all.extend(more.into_iter().map(|p| env.name_variable(p)));
+                None
+            }
+            Err(e) if all.is_empty() => return Err(e),
+            Err(e) => {
+                all.push(e.to_string());
+                None
+            }
+        };
+        match cfg {
+            Some(cfg) if all.is_empty() => Ok(cfg),
+            _ => Err(ConfigError::Invalid(all)),
         }
-        let mut all = env.problems;
-        match parsed {
-            Ok(_) => {}
-            Err(ConfigError::Invalid(more)) => all.extend(more),
-            Err(e) => all.push(e.to_string()),
-        }
-        Err(ConfigError::Invalid(all))
     }
 
     /// Parses a TOML text, environment overrides not applied: for tests and `check-config`.
@@ -794,6 +818,7 @@ mod tests {
                 ("HOOKSYNC_ENDPOINTS__0__PATH", "/elsewhere"),
                 ("HOOKSYNC_SERVER__", "x"),
                 ("HOOKSYNC_SERVER__MAX_BODY_BYTES", "lots"),
+                ("HOOKSYNC_SERVER__NOPE", "1"),
             ]),
         )
         .unwrap_err()
@@ -801,7 +826,8 @@ mod tests {
         for needle in [
             "HOOKSYNC_ENDPOINTS__0__PATH: [[endpoints]] are written in the file only",
             "HOOKSYNC_SERVER__: not a configuration key",
-            "server.max_body_bytes: invalid type: string \"lots\"",
+            "server.max_body_bytes (from HOOKSYNC_SERVER__MAX_BODY_BYTES): invalid type: string \"lots\"",
+            "server.nope (from HOOKSYNC_SERVER__NOPE): unknown key",
             "server.max_conections: unknown key",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
