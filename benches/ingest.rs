@@ -669,6 +669,7 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
             queue_capacity: 8192,
             commit_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(100),
+            writer_nice: hooksync::config::DatabaseConfig::default().writer_nice,
         },
         None,
         metrics.clone(),

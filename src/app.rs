@@ -97,6 +97,7 @@ pub async fn run(
             queue_capacity: cfg.database.queue_capacity,
             commit_timeout: Duration::from_millis(cfg.database.commit_timeout_ms),
             poll_interval: Duration::from_millis(cfg.projector.poll_interval_ms),
+            writer_nice: cfg.database.writer_nice,
         },
         projector,
         metrics.clone(),

@@ -136,6 +136,10 @@ pub struct DatabaseConfig {
     pub commit_timeout_ms: u64,
     /// How long a write waits for a lock another process holds before it fails.
     pub busy_timeout_ms: u64,
+    /// The nice value the store thread asks for. It commits every batch, and every
+    /// acknowledgement waits for it: on two busy cores it otherwise waits for a CPU behind the
+    /// HTTP side it serves.
+    pub writer_nice: i32,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -146,6 +150,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("queue_capacity", &self.queue_capacity)
             .field("commit_timeout_ms", &self.commit_timeout_ms)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("writer_nice", &self.writer_nice)
             .finish()
     }
 }
@@ -158,6 +163,7 @@ impl Default for DatabaseConfig {
             queue_capacity: 8192,
             commit_timeout_ms: 5_000,
             busy_timeout_ms: 2_000,
+            writer_nice: -10,
         }
     }
 }
@@ -681,6 +687,12 @@ impl Config {
                 crate::inbox::EVENT_WIDTH
             ));
         }
+        if !(-20..=19).contains(&self.database.writer_nice) {
+            problems.push(format!(
+                "database.writer_nice: a nice value from -20 to 19, found {}",
+                self.database.writer_nice
+            ));
+        }
         if let Err(e) = crate::store::DbUrl::parse(&self.database.url) {
             problems.push(format!("database.url: {e}"));
         }
@@ -1011,6 +1023,33 @@ mod tests {
         }
         // Taken out after its type error, `secrets` is not reported again as empty.
         assert!(err.starts_with("configuration has 6 problem(s)"), "{err}");
+    }
+
+    #[test]
+    fn writer_nice_is_a_nice_value() {
+        let with = |nice: i32| format!("[database]\nwriter_nice = {nice}\n{ONE_ENDPOINT}");
+        assert_eq!(
+            Config::from_toml(ONE_ENDPOINT)
+                .unwrap()
+                .database
+                .writer_nice,
+            -10
+        );
+        for ok in [-20, 0, 19] {
+            assert_eq!(
+                Config::from_toml(&with(ok)).unwrap().database.writer_nice,
+                ok
+            );
+        }
+        for bad in [-21, 20] {
+            let err = Config::from_toml(&with(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "database.writer_nice: a nice value from -20 to 19, found {bad}"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -252,6 +252,11 @@ fn systemd_unit_verifies() {
         assert!(u.contains("\nUser=hooksync\n") && u.contains("StateDirectory=hooksync"));
     }
     assert!(service.contains("Restart=on-failure"));
+    // The store thread calls setpriority at start: a filter without it would kill the daemon.
+    assert!(
+        service.contains("\nLimitNICE=-10\n")
+            && service.contains("\nSystemCallFilter=setpriority\n")
+    );
     assert!(rebuild.contains("Type=oneshot"));
     assert!(rebuild.contains("/etc/hooksync/config.toml rebuild"));
     let dir = tempfile::tempdir().unwrap();
@@ -488,5 +493,78 @@ async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
             !text.contains(secret),
             "{secret:?} reached the log:\n{text}"
         );
+    }
+}
+
+/// Each thread of `pid` by name, with its nice value (Linux keeps one per thread).
+fn thread_nice(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        // After the command name in parentheses: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        out.push((comm.trim().to_owned(), nice));
+    }
+    out
+}
+
+/// The store thread, which every acknowledgement waits for, runs at `database.writer_nice`;
+/// the other threads keep the process's value. Lowering a priority is always allowed; a raise
+/// needs `LimitNICE=` or `CAP_SYS_NICE`, and where it is refused the thread keeps the
+/// process's value and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_thread_runs_at_the_configured_nice_value() {
+    for nice in [5, -10] {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup {
+            database_extra: format!("writer_nice = {nice}"),
+            ..Setup::default()
+        };
+        let config = Daemon::write_config(dir.path(), &setup);
+        let log = dir.path().join("hooksync.log");
+        let d = config.spawn_logging(Some(&log)).await;
+        let (set, kept) = (
+            "store thread priority set",
+            "store thread keeps the process's priority",
+        );
+        common::wait_until(
+            "the store thread to report its priority",
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains(set) || text.contains(kept)
+            },
+        )
+        .await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        let threads = thread_nice(d.pid());
+        let base = threads
+            .iter()
+            .find(|(name, _)| name == "hooksync")
+            .map(|(_, n)| *n)
+            .unwrap();
+        let store: Vec<i32> = threads
+            .iter()
+            .filter(|(name, _)| name == "hooksync-store")
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(store.len(), 1, "{threads:?}");
+        assert!(
+            threads
+                .iter()
+                .filter(|(name, _)| name != "hooksync-store")
+                .all(|(_, n)| *n == base),
+            "{threads:?}"
+        );
+        if text.contains(set) {
+            assert_eq!(store[0], nice, "{threads:?}");
+        } else {
+            assert!(nice < base, "a lower priority is never refused:\n{text}");
+            assert_eq!(store[0], base, "{threads:?}");
+        }
+        drop(d);
     }
 }
