@@ -91,10 +91,16 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
 
+    // PostgreSQL through its Unix socket, as libpq reaches a local server by default; every
+    // round also runs it over TCP loopback, for comparison (a separate database).
     let server = pg::PgServer::start();
     let pg_url = server.as_ref().ok().map(|server| {
         server.ensure_database("bench");
-        server.url("bench")
+        server.socket_url("bench")
+    });
+    let pg_tcp_url = server.as_ref().ok().map(|server| {
+        server.ensure_database("bench_tcp");
+        server.url("bench_tcp")
     });
 
     // (a), (b), (e): the ratios the targets are about. This machine's speed drifts by tens of
@@ -105,7 +111,12 @@ fn main() {
     let mut played = Vec::new();
     for r in 0..rounds {
         let base = 10 * (r as u64 + 1);
-        let mut order = [Target::Bare, Target::Sqlite, Target::Postgres];
+        let mut order = [
+            Target::Bare,
+            Target::Sqlite,
+            Target::Postgres,
+            Target::PostgresTcp,
+        ];
         if r % 2 == 1 {
             order.reverse();
         }
@@ -124,6 +135,11 @@ fn main() {
                         .as_ref()
                         .map(|url| hooksync_run(dir.path(), url, false, (conns, dur, base + 2)))
                 }
+                Target::PostgresTcp => {
+                    round.pg_tcp = pg_tcp_url
+                        .as_ref()
+                        .map(|url| hooksync_run(dir.path(), url, false, (conns, dur, base + 3)))
+                }
             }
         }
         played.push(round);
@@ -132,6 +148,7 @@ fn main() {
     let (hs_res, hs_rss_ingest) = pool(&played, |r| r.sqlite.as_ref());
     let sqlite_ratios: Vec<f64> = played.iter().filter_map(|r| r.ratio(&r.sqlite)).collect();
     let pg_ratios: Vec<f64> = played.iter().filter_map(|r| r.ratio(&r.pg)).collect();
+    let pg_tcp_ratios: Vec<f64> = played.iter().filter_map(|r| r.ratio(&r.pg_tcp)).collect();
 
     // (a2) the bare server doing what hooksync does before the store (signature, envelope):
     // how much of the gap is the HTTP side.
@@ -161,16 +178,19 @@ fn main() {
         .zip(pg_url.as_ref())
         .map(|(server, url)| {
             let (res, rss) = pool(&played, |r| r.pg.as_ref());
+            let (tcp, tcp_rss) = pool(&played, |r| r.pg_tcp.as_ref());
             let (secs, drain_rss) = drain(dir.path(), url);
             let rss = rss.max(drain_rss);
             server.ensure_database("alone");
-            let alone = inbox_alone(&server.url("alone"), conns, dur);
+            let alone = inbox_alone(&server.socket_url("alone"), conns, dur);
             // (f) with the projector running during the load, as (d).
             server.ensure_database("mixed");
-            let mixed_url = server.url("mixed");
+            let mixed_url = server.socket_url("mixed");
             let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
             PgFigures {
                 ingest: res,
+                tcp,
+                tcp_rss,
                 rss,
                 drain_secs: secs,
                 alone,
@@ -182,8 +202,12 @@ fn main() {
 
     println!();
     println!(
-        "{:<8} {:>12} {:>22} {:>22}",
-        "round", "bare req/s", "sqlite req/s (/ bare)", "postgres req/s (/ bare)"
+        "{:<8} {:>12} {:>22} {:>22} {:>22}",
+        "round",
+        "bare req/s",
+        "sqlite req/s (/ bare)",
+        "postgres req/s (/ bare)",
+        "pg over tcp (/ bare)"
     );
     for (i, r) in played.iter().enumerate() {
         let cell = |run: &Option<(RunResult, u64)>| match (run, r.ratio(run)) {
@@ -191,11 +215,12 @@ fn main() {
             _ => "-".into(),
         };
         println!(
-            "{:<8} {:>12.0} {:>22} {:>22}",
+            "{:<8} {:>12.0} {:>22} {:>22} {:>22}",
             format!("{}{}", i + 1, if i % 2 == 1 { " (rev)" } else { "" }),
             r.bare.as_ref().map(|b| b.0.rps()).unwrap_or(0.0),
             cell(&r.sqlite),
             cell(&r.pg),
+            cell(&r.pg_tcp),
         );
     }
 
@@ -226,6 +251,7 @@ fn main() {
             &pg.ingest,
             pg.rss,
         );
+        row("(e2) the same over TCP loopback", &pg.tcp, pg.tcp_rss);
         row(
             "(f) hooksync postgres durable, projector on",
             &pg.mixed,
@@ -279,8 +305,12 @@ fn main() {
             let (r, secs) = (&pg.ingest, pg.drain_secs);
             let ratio = median(&pg_ratios);
             println!(
-                "postgres ingest / bare:    {ratio:.3}   (median of the rounds' ratios; target >= 0.25: {})",
+                "postgres ingest / bare:    {ratio:.3}   (median of the rounds' ratios, Unix socket; target >= 0.25: {})",
                 verdict(ratio >= 0.25)
+            );
+            println!(
+                "  over TCP loopback:       {:.3}   (median of the rounds' ratios, for comparison)",
+                median(&pg_tcp_ratios)
             );
             println!(
                 "postgres inbox alone / bare: {:.3}   (the store's own ceiling; bare pooled)",
@@ -316,8 +346,8 @@ fn main() {
         pg_res
             .as_ref()
             .map(|pg| format!(
-                ", postgres {}, postgres mixed {}",
-                pg.ingest.errors, pg.mixed.errors
+                ", postgres {}, postgres over tcp {}, postgres mixed {}",
+                pg.ingest.errors, pg.tcp.errors, pg.mixed.errors
             ))
             .unwrap_or_default()
     );
@@ -328,6 +358,7 @@ enum Target {
     Bare,
     Sqlite,
     Postgres,
+    PostgresTcp,
 }
 
 /// One round of the interleaved runs: each with the server's peak RSS.
@@ -336,6 +367,7 @@ struct Round {
     bare: Option<(RunResult, u64)>,
     sqlite: Option<(RunResult, u64)>,
     pg: Option<(RunResult, u64)>,
+    pg_tcp: Option<(RunResult, u64)>,
 }
 
 impl Round {
@@ -480,6 +512,9 @@ fn hooksync_run(
 /// What was measured on PostgreSQL: (e), its drain, (t) and (f).
 struct PgFigures {
     ingest: RunResult,
+    /// (e2): (e)'s load over TCP loopback instead of the Unix socket, and its peak RSS.
+    tcp: RunResult,
+    tcp_rss: u64,
     /// Peak RSS over (e) and the drain.
     rss: u64,
     drain_secs: f64,

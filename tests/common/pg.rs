@@ -30,6 +30,8 @@ pub struct PgServer {
     /// The data directory's parent (removed with the server).
     root: PathBuf,
     data: PathBuf,
+    /// The directory of its Unix socket (the tests connect over TCP; the benchmark over both).
+    sock: PathBuf,
     bin: PathBuf,
     as_nobody: bool,
     watchdog: Option<Child>,
@@ -74,13 +76,19 @@ impl PgServer {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let data = root.join("data");
-        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        let sock = root.join("sock");
+        for dir in [&data, &sock] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         let as_nobody = running_as_root();
         if as_nobody {
             std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| e.to_string())?;
             // nobody:nogroup on Debian.
-            std::os::unix::fs::chown(&data, Some(65534), Some(65534)).map_err(|e| e.to_string())?;
+            for dir in [&data, &sock] {
+                std::os::unix::fs::chown(dir, Some(65534), Some(65534))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
@@ -88,6 +96,7 @@ impl PgServer {
             port: 0,
             root,
             data,
+            sock,
             bin,
             as_nobody,
             watchdog: None,
@@ -144,7 +153,9 @@ impl PgServer {
             .args(server.get_args())
             .arg("-D")
             .arg(&self.data)
-            .args(["-h", "127.0.0.1", "-k", "", "-p"])
+            .args(["-h", "127.0.0.1", "-k"])
+            .arg(&self.sock)
+            .arg("-p")
             .arg(self.port.to_string())
             .args(["-c", "max_connections=300", "-c", "log_min_messages=fatal"])
             .stdin(Stdio::piped())
@@ -171,6 +182,15 @@ impl PgServer {
 
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The same server through its Unix socket, as libpq reaches a local server by default.
+    pub fn socket_url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@localhost/{database}?host={}&port={}",
+            self.sock.display(),
+            self.port
+        )
     }
 
     pub fn options(&self, database: &str) -> DbOptions {
