@@ -505,8 +505,42 @@ fn hooksync_run(
     let (hs, port) = spawn_hooksync(dir, db_url, projector);
     let res = drive(port, conns, dur, run);
     let rss = peak_rss(&hs);
+    warn_if_store_not_raised(&hs);
     stop(hs);
     (res, rss)
+}
+
+/// Says once if hooksync's store thread did not run at `database.writer_nice`'s default (a user
+/// that may not raise a priority, say): its figures, PostgreSQL's above all, are then lower than
+/// a systemd install gives, and a reader comparing runs should know.
+fn warn_if_store_not_raised(child: &Child) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let want = hooksync::config::DatabaseConfig::default().writer_nice;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "hooksync-store" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the command name in parentheses: state is field 3, nice field 19.
+        let nice = stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..))
+            .and_then(|rest| rest.split_whitespace().nth(16))
+            .and_then(|n| n.parse::<i32>().ok());
+        if let Some(nice) = nice.filter(|&n| n != want) {
+            ONCE.call_once(|| {
+                println!(
+                    "note: hooksync's store thread ran at nice {nice}, not {want} (database.writer_nice's \
+                     default): set so in the environment, or refused to this user (ulimit -e, CAP_SYS_NICE); \
+                     its figures are then lower than under the systemd unit"
+                )
+            });
+        }
+    }
 }
 
 /// What was measured on PostgreSQL: (e), its drain, (t) and (f).
