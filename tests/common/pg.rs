@@ -8,13 +8,16 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hooksync::store::{Db, DbOptions, DbUrl};
+
+/// The longest Unix socket path Linux takes (`sun_path` less its terminating NUL).
+const SOCKET_PATH_MAX: usize = 107;
 
 const WATCHDOG: &str = r#"dir=$1; shift
 "$@" &
@@ -30,8 +33,9 @@ pub struct PgServer {
     /// The data directory's parent (removed with the server).
     root: PathBuf,
     data: PathBuf,
-    /// The directory of its Unix socket (the tests connect over TCP; the benchmark over both).
-    sock: PathBuf,
+    /// The directory of its Unix socket (the tests connect over TCP; the benchmark over both);
+    /// none where the temporary directory's path is too long to hold a socket's.
+    sock: Option<PathBuf>,
     bin: PathBuf,
     as_nobody: bool,
     watchdog: Option<Child>,
@@ -77,7 +81,10 @@ impl PgServer {
         ));
         let data = root.join("data");
         let sock = root.join("sock");
-        for dir in [&data, &sock] {
+        let sock =
+            (sock.join(".s.PGSQL.65535").as_os_str().len() <= SOCKET_PATH_MAX).then_some(sock);
+        let dirs: Vec<&PathBuf> = std::iter::once(&data).chain(sock.as_ref()).collect();
+        for dir in &dirs {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let as_nobody = running_as_root();
@@ -85,7 +92,7 @@ impl PgServer {
             std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| e.to_string())?;
             // nobody:nogroup on Debian.
-            for dir in [&data, &sock] {
+            for dir in &dirs {
                 std::os::unix::fs::chown(dir, Some(65534), Some(65534))
                     .map_err(|e| e.to_string())?;
             }
@@ -154,7 +161,7 @@ impl PgServer {
             .arg("-D")
             .arg(&self.data)
             .args(["-h", "127.0.0.1", "-k"])
-            .arg(&self.sock)
+            .arg(self.sock.as_deref().unwrap_or(Path::new("")))
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-c", "max_connections=300", "-c", "log_min_messages=fatal"])
@@ -184,13 +191,15 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// The same server through its Unix socket, as libpq reaches a local server by default.
-    pub fn socket_url(&self, database: &str) -> String {
-        format!(
+    /// The same server through its Unix socket, as libpq reaches a local server by default;
+    /// `None` where it has no socket.
+    pub fn socket_url(&self, database: &str) -> Option<String> {
+        let sock = self.sock.as_ref()?;
+        Some(format!(
             "postgres://postgres@localhost/{database}?host={}&port={}",
-            self.sock.display(),
+            sock.display(),
             self.port
-        )
+        ))
     }
 
     pub fn options(&self, database: &str) -> DbOptions {
