@@ -18,13 +18,16 @@
 //! the time until none is queued gives events applied per second.
 //!
 //! Then the same on PostgreSQL: a local server started for the run (the test harness's, from
-//! the machine's PostgreSQL binaries, default settings), on the same two cores.
+//! the machine's PostgreSQL binaries, default settings), on the same two cores, reached
+//! through its Unix socket as libpq reaches a local server by default (over TCP where the
+//! temporary directory's path is too long for a socket's).
 //!
-//! The ratios the targets are about come from rounds: bare, hooksync on SQLite and on
-//! PostgreSQL back to back, the order reversed every other round, and each round's ratios
-//! against its own bare run; the verdict is on their median. One bare run at the start and
-//! PostgreSQL's a minute later would compare two different machines on a day when this one's
-//! speed drifts by tens of percent within minutes.
+//! The ratios the targets are about come from rounds: bare, hooksync on SQLite, and on
+//! PostgreSQL through its socket and over TCP loopback (for comparison), back to back, the
+//! order reversed every other round, and each round's ratios against its own bare run; the
+//! verdict is on their median. One bare run at the start and PostgreSQL's a minute later would
+//! compare two different machines on a day when this one's speed drifts by tens of percent
+//! within minutes.
 //!
 //! Environment: BENCH_SECS (seconds per run, default 3), BENCH_ROUNDS (default 3),
 //! BENCH_CONNECTIONS (default 32). `--drive PORT` sends
@@ -49,6 +52,10 @@ mod pg;
 #[path = "../tests/common/ports.rs"]
 mod ports;
 use ports::free_port;
+
+// Each thread's nice value, to see that the store thread got its priority.
+#[path = "../tests/common/threads.rs"]
+mod threads;
 
 const SECRET: &str = "bench-secret";
 
@@ -112,8 +119,8 @@ fn main() {
         server.url("bench_tcp")
     });
 
-    // (a), (b), (e): the ratios the targets are about. This machine's speed drifts by tens of
-    // percent within minutes, so each round runs bare, SQLite and PostgreSQL back to back (the
+    // (a), (b), (e), (e2): the ratios the targets are about. This machine's speed drifts by tens
+    // of percent within minutes, so each round runs bare, SQLite and PostgreSQL back to back (the
     // order reversed every other round, so neither store is always the one further from its
     // reference), each round gives its own ratios, and the verdict is on their median.
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -523,30 +530,17 @@ fn hooksync_run(
 fn warn_if_store_not_raised(child: &Child) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     let want = hooksync::config::DatabaseConfig::default().writer_nice;
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) else {
-        return;
-    };
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "hooksync-store" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After the command name in parentheses: state is field 3, nice field 19.
-        let nice = stat
-            .rfind(')')
-            .and_then(|i| stat.get(i + 2..))
-            .and_then(|rest| rest.split_whitespace().nth(16))
-            .and_then(|n| n.parse::<i32>().ok());
-        if let Some(nice) = nice.filter(|&n| n != want) {
-            ONCE.call_once(|| {
-                println!(
-                    "note: hooksync's store thread ran at nice {nice}, not {want} (database.writer_nice's \
-                     default): set so in the environment, or refused to this user (ulimit -e, CAP_SYS_NICE); \
-                     its figures are then lower than under the systemd unit"
-                )
-            });
-        }
+    let store = threads::thread_nice(child.id())
+        .into_iter()
+        .find(|(name, _)| name == "hooksync-store");
+    if let Some((_, nice)) = store.filter(|&(_, n)| n != want) {
+        ONCE.call_once(|| {
+            println!(
+                "note: hooksync's store thread ran at nice {nice}, not {want} (database.writer_nice's \
+                 default): set so in the environment, or refused to this user (ulimit -e, CAP_SYS_NICE); \
+                 its figures are then lower than under the systemd unit"
+            )
+        });
     }
 }
 

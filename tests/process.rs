@@ -496,21 +496,6 @@ async fn secrets_signatures_and_presigned_queries_never_reach_the_log() {
     }
 }
 
-/// Each thread of `pid` by name, with its nice value (Linux keeps one per thread).
-fn thread_nice(pid: u32) -> Vec<(String, i32)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-        // After the command name in parentheses: state is field 3, nice field 19.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
-        out.push((comm.trim().to_owned(), nice));
-    }
-    out
-}
-
 /// The store thread, which every acknowledgement waits for, runs at `database.writer_nice`;
 /// the other threads keep the process's value. Lowering a priority is always allowed; a raise
 /// needs `LimitNICE=` or `CAP_SYS_NICE`, and where it is refused the thread keeps the
@@ -540,7 +525,7 @@ async fn the_store_thread_runs_at_the_configured_nice_value() {
         )
         .await;
         let text = std::fs::read_to_string(&log).unwrap();
-        let threads = thread_nice(d.pid());
+        let threads = common::threads::thread_nice(d.pid());
         let base = threads
             .iter()
             .find(|(name, _)| name == "hooksync")

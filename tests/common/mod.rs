@@ -12,6 +12,7 @@ pub mod pg;
 pub mod ports;
 pub mod providers;
 pub mod stream;
+pub mod threads;
 
 pub use ports::free_port;
 
