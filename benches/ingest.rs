@@ -59,6 +59,10 @@ mod threads;
 
 const SECRET: &str = "bench-secret";
 
+/// The batch sizes of (r) and (u): the half of 32 senders that a commit settles into, and all
+/// of them.
+const COMMIT_SIZES: [usize; 2] = [16, 32];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-server") {
@@ -177,6 +181,16 @@ fn main() {
         conns,
         dur,
     );
+    // (r) the store's commits back to back on one thread, at the batch size 32 closed-loop
+    // senders settle into (two halves: one committed while the other is answered and sends
+    // again) and at all 32 at once: the store's own ceiling for this load, and its cost a commit.
+    let sqlite_commits = COMMIT_SIZES.map(|n| {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("commits{n}.db")).display()
+        );
+        commits_alone(&url, n, dur, 6)
+    });
 
     // (c) projector: restart with the projector on and time the drain of every round's events.
     let queued = hs_res.ok;
@@ -198,6 +212,8 @@ fn main() {
             let (secs, drain_rss) = drain(dir.path(), url);
             let rss = rss.max(drain_rss);
             let alone = inbox_alone(&local_url(server, "alone"), conns, dur);
+            let commits = COMMIT_SIZES
+                .map(|n| commits_alone(&local_url(server, &format!("commits{n}")), n, dur, 6));
             // (f) with the projector running during the load, as (d).
             let mixed_url = local_url(server, "mixed");
             let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
@@ -208,6 +224,7 @@ fn main() {
                 rss,
                 drain_secs: secs,
                 alone,
+                commits,
                 mixed_projected: projected(&mixed_url),
                 mixed,
                 mixed_rss,
@@ -282,6 +299,19 @@ fn main() {
     if let Some(pg) = &pg_res {
         alone_row("(t) hooksync inbox alone, postgres durable", &pg.alone);
     }
+    let commits_row = |name: &str, c: &[(f64, f64); 2]| {
+        println!(
+            "{name:<44} {:>10.0}   (events/s, {} a commit: {:.0} µs; {} a commit: {:.0} events/s, {:.0} µs)",
+            c[0].0, COMMIT_SIZES[0], c[0].1, COMMIT_SIZES[1], c[1].0, c[1].1
+        )
+    };
+    commits_row(
+        "(r) sqlite commits back to back, one thread",
+        &sqlite_commits,
+    );
+    if let Some(pg) = &pg_res {
+        commits_row("(u) postgres commits back to back", &pg.commits);
+    }
     println!();
     println!(
         "signature and envelope / bare: {:.3}   (the HTTP side's own ceiling; bare pooled over the rounds)",
@@ -290,6 +320,11 @@ fn main() {
     println!(
         "inbox alone / bare:            {:.3}   (the store's own ceiling; bare pooled over the rounds)",
         sqlite_alone.0 / bare_res.rps()
+    );
+    println!(
+        "commits of {} / bare:         {:.3}   (the store's ceiling at the batch size this load settles into)",
+        COMMIT_SIZES[0],
+        sqlite_commits[0].0 / bare_res.rps()
     );
     let ratio = median(&sqlite_ratios);
     println!(
@@ -329,6 +364,11 @@ fn main() {
             println!(
                 "postgres inbox alone / bare: {:.3}   (the store's own ceiling; bare pooled)",
                 pg.alone.0 / bare_res.rps()
+            );
+            println!(
+                "postgres commits of {} / bare: {:.3}   (the store's ceiling at the batch size this load settles into)",
+                COMMIT_SIZES[0],
+                pg.commits[0].0 / bare_res.rps()
             );
             let p99 = r.pct(0.99);
             println!(
@@ -554,6 +594,8 @@ struct PgFigures {
     rss: u64,
     drain_secs: f64,
     alone: (f64, u64, f64),
+    /// (u): commits of 16 and of 32 events back to back.
+    commits: [(f64, f64); 2],
     mixed: RunResult,
     mixed_rss: u64,
     /// Events the projector had finished by the end of (f).
@@ -730,6 +772,7 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
         busy_timeout_ms: 5000,
     };
     let db = hooksync::store::open_and_migrate(&opts).expect("open");
+    let checkpointer = checkpointer(&opts);
     let metrics = Arc::new(hooksync::metrics::Metrics::default());
     let (inbox, thread) = Inbox::start(
         db,
@@ -782,8 +825,64 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
     });
     // The store thread ends once the last handle to the inbox is gone.
     let _ = thread.join();
+    if let Some(c) = checkpointer {
+        c.stop();
+    }
     let commits = metrics.commits.load(Ordering::Relaxed);
     (stored.1, commits, stored.0 as f64 / commits.max(1) as f64)
+}
+
+/// Commits batches of `size` signed events back to back on one connection with the store
+/// thread's own commit (`hooksync::inbox::store_batch`), nothing else running: how many events
+/// a second the store takes at that batch size, and the time of one commit. Only the commits are
+/// timed (with the checkpoint the store thread finishes every so often); each batch is verified
+/// and read before its commit starts. On SQLite the daemon's checkpointer runs beside it.
+fn commits_alone(db_url: &str, size: usize, dur: Duration, run: u64) -> (f64, f64) {
+    use hooksync::store::{DbOptions, DbUrl};
+    let opts = DbOptions {
+        url: DbUrl::parse(db_url).unwrap(),
+        busy_timeout_ms: 5000,
+    };
+    let mut db = hooksync::store::open_and_migrate(&opts).expect("open");
+    let checkpointer = checkpointer(&opts);
+    let endpoint = bench_endpoint();
+    let mut headers = hyper::HeaderMap::new();
+    let (mut busy, mut commits) = (Duration::ZERO, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        // As 32 senders' events arrive: one from each of `size` of them.
+        let events: Vec<hooksync::providers::NewEvent> = (0..size)
+            .map(|i| {
+                let (sig, b) = body(run, i, commits);
+                headers.insert("x-getbill-signature", sig.parse().unwrap());
+                let verified = endpoint.verify(&headers, &b).expect("signed");
+                verified
+                    .into_event(hooksync::timefmt::now(), 64)
+                    .expect("event")
+            })
+            .collect();
+        let refs: Vec<&hooksync::providers::NewEvent> = events.iter().collect();
+        let t = Instant::now();
+        let stored = hooksync::inbox::store_batch(&mut db, &refs).expect("committed");
+        commits += 1;
+        if commits % hooksync::inbox::CHECKPOINT_EVERY == 0 {
+            db.finish_checkpoint().expect("checkpoint");
+        }
+        busy += t.elapsed();
+        assert!(stored.iter().all(|&new| new), "every event is new");
+    }
+    if let Some(c) = checkpointer {
+        c.stop();
+    }
+    let per_commit = busy.as_secs_f64() / commits as f64;
+    (size as f64 / per_commit, per_commit * 1e6)
+}
+
+/// The daemon's checkpointer on SQLite (as `app` starts it), so the WAL is copied back and
+/// restarted as it is under `serve`; none on PostgreSQL.
+fn checkpointer(opts: &hooksync::store::DbOptions) -> Option<hooksync::store::Checkpointer> {
+    hooksync::store::Checkpointer::start(opts, hooksync::store::CHECKPOINT_INTERVAL)
+        .expect("checkpointer")
 }
 
 fn bare_server(port: u16, verify: bool) {

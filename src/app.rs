@@ -78,7 +78,7 @@ pub async fn run(
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || store::open_and_migrate(&opts)).await??
     };
-    let checkpointer = store::Checkpointer::start(&opts, Duration::from_millis(50))?;
+    let checkpointer = store::Checkpointer::start(&opts, store::CHECKPOINT_INTERVAL)?;
     let metrics = Arc::new(Metrics::default());
     let media_wake = Arc::new(tokio::sync::Notify::new());
     let projector = cfg.projector.enabled.then(|| {

@@ -394,6 +394,9 @@ impl Db {
     }
 }
 
+/// How often the checkpointer copies WAL pages back while `serve` runs.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Copies committed WAL pages back into an SQLite database file from a thread of its own.
 ///
 /// A passive checkpoint never blocks the writer, so commits stay short. Under continuous
