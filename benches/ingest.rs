@@ -184,13 +184,11 @@ fn main() {
     // (r) the store's commits back to back on one thread, at the batch size 32 closed-loop
     // senders settle into (two halves: one committed while the other is answered and sends
     // again) and at all 32 at once: the store's own ceiling for this load, and its cost a commit.
-    let sqlite_commits = COMMIT_SIZES.map(|n| {
-        let url = format!(
-            "sqlite://{}",
-            dir.path().join(format!("commits{n}.db")).display()
-        );
-        commits_alone(&url, n, dur, 6)
-    });
+    let sqlite_commits = commits_alone(
+        &format!("sqlite://{}", dir.path().join("commits.db").display()),
+        dur,
+        6,
+    );
 
     // (c) projector: restart with the projector on and time the drain of every round's events.
     let queued = hs_res.ok;
@@ -212,8 +210,7 @@ fn main() {
             let (secs, drain_rss) = drain(dir.path(), url);
             let rss = rss.max(drain_rss);
             let alone = inbox_alone(&local_url(server, "alone"), conns, dur);
-            let commits = COMMIT_SIZES
-                .map(|n| commits_alone(&local_url(server, &format!("commits{n}")), n, dur, 6));
+            let commits = commits_alone(&local_url(server, "commits"), dur, 6);
             // (f) with the projector running during the load, as (d).
             let mixed_url = local_url(server, "mixed");
             let (mixed, mixed_rss) = hooksync_run(dir.path(), &mixed_url, true, (conns, dur, 5));
@@ -832,12 +829,14 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
     (stored.1, commits, stored.0 as f64 / commits.max(1) as f64)
 }
 
-/// Commits batches of `size` signed events back to back on one connection with the store
-/// thread's own commit (`hooksync::inbox::store_batch`), nothing else running: how many events
-/// a second the store takes at that batch size, and the time of one commit. Only the commits are
-/// timed (with the checkpoint the store thread finishes every so often); each batch is verified
-/// and read before its commit starts. On SQLite the daemon's checkpointer runs beside it.
-fn commits_alone(db_url: &str, size: usize, dur: Duration, run: u64) -> (f64, f64) {
+/// Commits batches of each of `COMMIT_SIZES` signed events back to back on one connection with
+/// the store thread's own commit (`hooksync::inbox::store_batch`), nothing else running: how many
+/// events a second the store takes at each batch size, and the time of one commit. The sizes
+/// take turns in slices of a quarter second, `dur` each in all, so both see the same disk (its
+/// speed moves within seconds here). Only the commits are timed (with the checkpoint the store
+/// thread finishes every so often); each batch is verified and read before its commit starts.
+/// On SQLite the daemon's checkpointer runs beside it.
+fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
     use hooksync::store::{DbOptions, DbUrl};
     let opts = DbOptions {
         url: DbUrl::parse(db_url).unwrap(),
@@ -847,35 +846,46 @@ fn commits_alone(db_url: &str, size: usize, dur: Duration, run: u64) -> (f64, f6
     let checkpointer = checkpointer(&opts);
     let endpoint = bench_endpoint();
     let mut headers = hyper::HeaderMap::new();
-    let (mut busy, mut commits) = (Duration::ZERO, 0u64);
+    let mut busy = [Duration::ZERO; 2];
+    let mut counts = [0u64; 2];
+    let mut commits = 0u64;
+    let slice = Duration::from_millis(250);
     let start = Instant::now();
-    while start.elapsed() < dur {
-        // As 32 senders' events arrive: one from each of `size` of them.
-        let events: Vec<hooksync::providers::NewEvent> = (0..size)
-            .map(|i| {
-                let (sig, b) = body(run, i, commits);
-                headers.insert("x-getbill-signature", sig.parse().unwrap());
-                let verified = endpoint.verify(&headers, &b).expect("signed");
-                verified
-                    .into_event(hooksync::timefmt::now(), 64)
-                    .expect("event")
-            })
-            .collect();
-        let refs: Vec<&hooksync::providers::NewEvent> = events.iter().collect();
-        let t = Instant::now();
-        let stored = hooksync::inbox::store_batch(&mut db, &refs).expect("committed");
-        commits += 1;
-        if commits % hooksync::inbox::CHECKPOINT_EVERY == 0 {
-            db.finish_checkpoint().expect("checkpoint");
+    while start.elapsed() < 2 * dur {
+        for (k, &size) in COMMIT_SIZES.iter().enumerate() {
+            let slice_start = Instant::now();
+            while slice_start.elapsed() < slice {
+                // As 32 senders' events arrive: one from each of `size` of them.
+                let events: Vec<hooksync::providers::NewEvent> = (0..size)
+                    .map(|i| {
+                        let (sig, b) = body(run, i, commits);
+                        headers.insert("x-getbill-signature", sig.parse().unwrap());
+                        let verified = endpoint.verify(&headers, &b).expect("signed");
+                        verified
+                            .into_event(hooksync::timefmt::now(), 64)
+                            .expect("event")
+                    })
+                    .collect();
+                let refs: Vec<&hooksync::providers::NewEvent> = events.iter().collect();
+                let t = Instant::now();
+                let stored = hooksync::inbox::store_batch(&mut db, &refs).expect("committed");
+                commits += 1;
+                if commits % hooksync::inbox::CHECKPOINT_EVERY == 0 {
+                    db.finish_checkpoint().expect("checkpoint");
+                }
+                busy[k] += t.elapsed();
+                counts[k] += 1;
+                assert!(stored.iter().all(|&new| new), "every event is new");
+            }
         }
-        busy += t.elapsed();
-        assert!(stored.iter().all(|&new| new), "every event is new");
     }
     if let Some(c) = checkpointer {
         c.stop();
     }
-    let per_commit = busy.as_secs_f64() / commits as f64;
-    (size as f64 / per_commit, per_commit * 1e6)
+    std::array::from_fn(|k| {
+        let per_commit = busy[k].as_secs_f64() / counts[k].max(1) as f64;
+        (COMMIT_SIZES[k] as f64 / per_commit, per_commit * 1e6)
+    })
 }
 
 /// The daemon's checkpointer on SQLite (as `app` starts it), so the WAL is copied back and
