@@ -601,12 +601,47 @@ struct PgFigures {
 
 /// A connection of the bench's own, to look at what hooksync stored.
 fn connect(db_url: &str) -> hooksync::store::Db {
-    use hooksync::store::{Db, DbOptions, DbUrl};
-    Db::connect(&DbOptions {
-        url: DbUrl::parse(db_url).unwrap(),
+    hooksync::store::Db::connect(&db_options(db_url)).unwrap()
+}
+
+fn db_options(db_url: &str) -> hooksync::store::DbOptions {
+    hooksync::store::DbOptions {
+        url: hooksync::store::DbUrl::parse(db_url).unwrap(),
         busy_timeout_ms: 5000,
-    })
-    .unwrap()
+    }
+}
+
+/// A migrated database as `serve` opens it: with the checkpointer beside it on SQLite, so the
+/// WAL is copied back and restarted as it is under `serve`.
+fn open_store(
+    db_url: &str,
+) -> (
+    hooksync::store::DbOptions,
+    hooksync::store::Db,
+    Option<hooksync::store::Checkpointer>,
+) {
+    let opts = db_options(db_url);
+    let db = hooksync::store::open_and_migrate(&opts).expect("open");
+    let checkpointer =
+        hooksync::store::Checkpointer::start(&opts, hooksync::store::CHECKPOINT_INTERVAL)
+            .expect("checkpointer");
+    (opts, db, checkpointer)
+}
+
+/// Event `n` of sender `conn` in `run`, signed, verified and read as hooksync's endpoint does.
+fn signed_event(
+    endpoint: &hooksync::providers::Endpoint,
+    headers: &mut hyper::HeaderMap,
+    run: u64,
+    conn: usize,
+    n: u64,
+) -> hooksync::providers::NewEvent {
+    let (sig, b) = body(run, conn, n);
+    headers.insert("x-getbill-signature", sig.parse().unwrap());
+    let verified = endpoint.verify(headers, &b).expect("signed");
+    verified
+        .into_event(hooksync::timefmt::now(), 64)
+        .expect("event")
 }
 
 /// How many stored events the projector has finished (applied, stale, ...).
@@ -763,13 +798,7 @@ fn bench_endpoint() -> hooksync::providers::Endpoint {
 /// commits and events per commit.
 fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
     use hooksync::inbox::{Inbox, InboxConfig};
-    use hooksync::store::{DbOptions, DbUrl};
-    let opts = DbOptions {
-        url: DbUrl::parse(db_url).unwrap(),
-        busy_timeout_ms: 5000,
-    };
-    let db = hooksync::store::open_and_migrate(&opts).expect("open");
-    let checkpointer = checkpointer(&opts);
+    let (opts, db, checkpointer) = open_store(db_url);
     let metrics = Arc::new(hooksync::metrics::Metrics::default());
     let (inbox, thread) = Inbox::start(
         db,
@@ -802,13 +831,8 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
                 let mut n = 0u64;
                 let mut headers = hyper::HeaderMap::new();
                 while Instant::now() < deadline {
-                    let (sig, b) = body(5, c, n);
+                    let event = signed_event(&endpoint, &mut headers, 5, c, n);
                     n += 1;
-                    headers.insert("x-getbill-signature", sig.parse().unwrap());
-                    let verified = endpoint.verify(&headers, &b).expect("signed");
-                    let event = verified
-                        .into_event(hooksync::timefmt::now(), 64)
-                        .expect("event");
                     inbox.submit(event).await.expect("stored");
                 }
                 n
@@ -837,13 +861,7 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
 /// thread finishes every so often); each batch is verified and read before its commit starts.
 /// On SQLite the daemon's checkpointer runs beside it.
 fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
-    use hooksync::store::{DbOptions, DbUrl};
-    let opts = DbOptions {
-        url: DbUrl::parse(db_url).unwrap(),
-        busy_timeout_ms: 5000,
-    };
-    let mut db = hooksync::store::open_and_migrate(&opts).expect("open");
-    let checkpointer = checkpointer(&opts);
+    let (_, mut db, checkpointer) = open_store(db_url);
     let endpoint = bench_endpoint();
     let mut headers = hyper::HeaderMap::new();
     let mut busy = [Duration::ZERO; 2];
@@ -857,14 +875,7 @@ fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
             while slice_start.elapsed() < slice {
                 // As 32 senders' events arrive: one from each of `size` of them.
                 let events: Vec<hooksync::providers::NewEvent> = (0..size)
-                    .map(|i| {
-                        let (sig, b) = body(run, i, commits);
-                        headers.insert("x-getbill-signature", sig.parse().unwrap());
-                        let verified = endpoint.verify(&headers, &b).expect("signed");
-                        verified
-                            .into_event(hooksync::timefmt::now(), 64)
-                            .expect("event")
-                    })
+                    .map(|i| signed_event(&endpoint, &mut headers, run, i, commits))
                     .collect();
                 let refs: Vec<&hooksync::providers::NewEvent> = events.iter().collect();
                 let t = Instant::now();
@@ -886,13 +897,6 @@ fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
         let per_commit = busy[k].as_secs_f64() / counts[k].max(1) as f64;
         (COMMIT_SIZES[k] as f64 / per_commit, per_commit * 1e6)
     })
-}
-
-/// The daemon's checkpointer on SQLite (as `app` starts it), so the WAL is copied back and
-/// restarted as it is under `serve`; none on PostgreSQL.
-fn checkpointer(opts: &hooksync::store::DbOptions) -> Option<hooksync::store::Checkpointer> {
-    hooksync::store::Checkpointer::start(opts, hooksync::store::CHECKPOINT_INTERVAL)
-        .expect("checkpointer")
 }
 
 fn bare_server(port: u16, verify: bool) {

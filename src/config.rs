@@ -941,22 +941,23 @@ mod tests {
     #[test]
     fn chunk_and_batch_sizes_follow_the_backend_and_fit_a_statement() {
         use crate::store::Backend;
-        const MINIMAL: &str = "[[endpoints]]\nname = \"g\"\npath = \"/g\"\nprovider = \"getbill\"\nsecrets = [\"s\"]\n";
-        let unset = Config::from_toml(MINIMAL).unwrap().projector;
+        let unset = Config::from_toml(ONE_ENDPOINT).unwrap().projector;
         assert_eq!(unset.batch_for(Backend::Sqlite), 32);
         assert_eq!(unset.batch_for(Backend::Postgres), 128);
-        let set = Config::from_toml(&format!("{MINIMAL}[projector]\nbatch = 7\n"))
+        let set = Config::from_toml(&format!("[projector]\nbatch = 7\n{ONE_ENDPOINT}"))
             .unwrap()
             .projector;
         assert_eq!(set.batch_for(Backend::Sqlite), 7);
         assert_eq!(set.batch_for(Backend::Postgres), 7);
-        let big = Config::from_toml(&format!("{MINIMAL}[database]\nbatch_max = 2731\n"));
+        let big = Config::from_toml(&format!("[database]\nbatch_max = 2731\n{ONE_ENDPOINT}"));
         assert!(
             matches!(&big, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p.starts_with("database.batch_max: at most 2730"))),
             "{big:?}"
         );
-        assert!(Config::from_toml(&format!("{MINIMAL}[database]\nbatch_max = 2730\n")).is_ok());
-        let zero = Config::from_toml(&format!("{MINIMAL}[projector]\nbatch = 0\n"));
+        assert!(
+            Config::from_toml(&format!("[database]\nbatch_max = 2730\n{ONE_ENDPOINT}")).is_ok()
+        );
+        let zero = Config::from_toml(&format!("[projector]\nbatch = 0\n{ONE_ENDPOINT}"));
         assert!(
             matches!(&zero, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p == "projector.batch: must be greater than 0")),
             "{zero:?}"
