@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::providers::Provider;
-use crate::store::{self, marks, Db, Durability, Sql, Stmt, StoreError};
+use crate::store::{self, marks, Db, DbOptions, Durability, Sql, Stmt, StoreError};
 
 /// Every table the projector writes. `media` is not one of them: the fetcher fills it.
 pub const DOMAIN_TABLES: &[&str] = &[
@@ -106,6 +106,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     );
     rebuild(
         &mut db,
+        &opts,
         &projector,
         &providers,
         Duration::from_millis(cfg.projector.poll_interval_ms),
@@ -113,9 +114,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     .context("the rebuild did not finish (running it again is safe)")
 }
 
-/// Chunks rolled back in a row (locks, a lost connection) before the command gives up; the
-/// events stay queued either way, for the daemon's projector or the next run.
+/// Steps failed in a row (a lock, a lost connection, a restarting server) before the command
+/// gives up; the events stay queued either way, for the daemon's projector or the next run.
 const MAX_RETRIES: u32 = 10;
+
+/// Where the rebuild stands after one step of applying the log.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// A chunk was applied; there may be more at once.
+    Applied,
+    /// Nothing to take, but events other instances hold are not applied yet.
+    Waiting,
+    /// Every event queued by the rebuild is applied.
+    Done,
+}
 
 fn with_sources<'a>(mut s: Stmt<'a>, sources: &'a [String]) -> Stmt<'a> {
     for source in sources {
@@ -130,6 +142,7 @@ fn with_sources<'a>(mut s: Stmt<'a>, sources: &'a [String]) -> Stmt<'a> {
 /// files downloaded before.
 pub fn rebuild(
     db: &mut Db,
+    opts: &DbOptions,
     projector: &Projector,
     providers: &HashMap<String, Arc<dyn Provider>>,
     poll: Duration,
@@ -169,24 +182,35 @@ pub fn rebuild(
     );
     let mut failures = 0;
     loop {
-        match projector.run_chunk(db) {
-            Ok(0) => failures = 0,
-            Ok(_) => {
+        let step = match projector.run_chunk(db) {
+            Ok(0) => db
+                .count(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))
+                .map(|n| if n == 0 { Step::Done } else { Step::Waiting }),
+            Ok(_) => Ok(Step::Applied),
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok(Step::Done) => break,
+            Ok(step) => {
                 failures = 0;
-                continue;
+                if step == Step::Waiting {
+                    std::thread::sleep(poll);
+                }
             }
-            // A lock held a while by a serving daemon: its chunk was rolled back, try again.
+            // A lock a serving daemon held a while rolls a chunk back, and trying again is
+            // enough; a lost connection (a restarted server, a proxy's idle cut) never comes
+            // back by itself, so each new try is on a fresh one.
             Err(e) if e.is_transient() && failures < MAX_RETRIES => {
                 failures += 1;
+                tracing::warn!(error = %e, attempt = failures, "rebuild step failed; trying again on a fresh connection");
                 std::thread::sleep(poll);
-                continue;
+                match Db::connect(opts) {
+                    Ok(fresh) => *db = fresh,
+                    Err(e) => tracing::debug!(error = %e, "no connection yet"),
+                }
             }
             Err(e) => return Err(e),
         }
-        if db.count(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))? == 0 {
-            break;
-        }
-        std::thread::sleep(poll);
     }
 
     // The fetcher writes a followup's file path when a download completes; the followups just

@@ -415,3 +415,87 @@ async fn pg_backlog_gauges_are_left_out_while_the_database_does_not_answer() {
     .await;
     app.stop().await;
 }
+
+/// `hooksync rebuild` loses its connection half-way (a restarted server, a proxy's idle cut:
+/// here the server ends the session): it goes on over a fresh connection and finishes, with
+/// every event applied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_rebuild_goes_on_after_its_connection_is_cut() {
+    let Some(url) = fresh_database("pg_rebuild_cut") else {
+        return;
+    };
+    const EVENTS: i64 = 20_000;
+    // A log of applied events, enough of it that the rebuild is still applying when it is
+    // cut (seconds, against a check every few milliseconds).
+    migrated(&url)
+        .batch(&format!(
+            "INSERT INTO events (source, provider, event_id, event_type, occurred_at, received_at, payload, status) \
+             SELECT 'getbill', 'getbill', 'evt_cut_' || i, 'debt.created', \
+                    timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second', now(), \
+                    jsonb_build_object('id', 'evt_cut_' || i, 'type', 'debt.created', \
+                        'created_at', '2024-01-01T00:00:00Z', \
+                        'data', jsonb_build_object('id', 'd' || i, 'status', 'status.default.pending', 'amount', 10.5), \
+                        'metadata', jsonb_build_object('source', 'getbill', 'version', '1.0', 'company_id', 'c1')), \
+                    'applied' \
+             FROM generate_series(1, {EVENTS}) AS i"
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &on(&url));
+    let mut rebuild = std::process::Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(&config.path)
+        .arg("rebuild")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hooksync rebuild");
+
+    let mut db = Reader::open_url(&url);
+    common::wait_until("the rebuild to be applying the log", Duration::from_secs(60), || {
+        db.count(
+            "SELECT COUNT(*) AS n FROM debts WHERE EXISTS (SELECT 1 FROM events WHERE status = 'queued')",
+        ) > 0
+    })
+    .await;
+    // Only while events are still queued: a cut after the last chunk would show nothing.
+    let cut = db.count(
+        "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND backend_type = 'client backend' \
+         AND EXISTS (SELECT 1 FROM events WHERE status = 'queued')",
+    );
+    assert_eq!(
+        cut, 1,
+        "the rebuild's session, cut while events were queued"
+    );
+
+    common::wait_until("the rebuild to end", Duration::from_secs(120), || {
+        rebuild.try_wait().expect("try_wait").is_some()
+    })
+    .await;
+    let out = rebuild.wait_with_output().expect("rebuild output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "rebuild failed: {}\n{stdout}{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(&format!("{EVENTS} events applied again"))
+            && stdout.contains(&format!("{EVENTS} applied")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("trying again on a fresh connection"),
+        "the cut was seen and survived: {stderr}"
+    );
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM debts"), EVENTS);
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM events WHERE status <> 'applied'"),
+        0
+    );
+}
