@@ -314,9 +314,14 @@ pub const CHECKPOINT_EVERY: u64 = 512;
 
 const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, event_type, \
      occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error) VALUES ";
-const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-/// The values `EVENT_ROW` binds.
+/// The values one event binds: one for each column `INSERT_EVENTS` names, in `bind_event` order.
 pub const EVENT_WIDTH: usize = 12;
+
+/// One event's row of placeholders in a `VALUES` list.
+fn event_row() -> &'static str {
+    static ROW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ROW.get_or_init(|| crate::store::marks(EVENT_WIDTH))
+}
 
 /// The largest batch PostgreSQL takes in its one statement (`database.batch_max` may not be
 /// more).
@@ -324,7 +329,7 @@ pub const MAX_BATCH: usize = crate::store::rows_per_statement(EVENT_WIDTH, 0);
 const _: () = assert!(MAX_BATCH * EVENT_WIDTH <= crate::store::MAX_BINDS && MAX_BATCH >= 2_000);
 const ON_CONFLICT: &str = " ON CONFLICT (source, event_id) DO NOTHING";
 
-/// Binds one event's values in `EVENT_ROW` order.
+/// Binds one event's values in `INSERT_EVENTS`' column order.
 fn bind_event<'a>(s: Stmt<'a>, ev: &'a NewEvent) -> Stmt<'a> {
     s.text(&ev.source)
         .text(ev.provider)
@@ -607,7 +612,7 @@ fn insert_batch(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreError>
             order.sort_by(|&a, &b| {
                 (&*evs[a].source, &evs[a].event_id).cmp(&(&*evs[b].source, &evs[b].event_id))
             });
-            let rows = vec![EVENT_ROW; evs.len()].join(", ");
+            let rows = vec![event_row(); evs.len()].join(", ");
             let sql = format!("{INSERT_EVENTS}{rows}{ON_CONFLICT} RETURNING source, event_id");
             let mut stmt = Stmt::new(&sql);
             for &i in &order {
@@ -656,7 +661,7 @@ fn insert_one_by_one(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreE
 
 fn insert_one_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| format!("{INSERT_EVENTS}{EVENT_ROW}{ON_CONFLICT}"))
+    SQL.get_or_init(|| format!("{INSERT_EVENTS}{}{ON_CONFLICT}", event_row()))
 }
 
 #[cfg(test)]
@@ -665,8 +670,13 @@ mod tests {
     use crate::store::DbUrl;
 
     #[test]
-    fn a_batch_of_the_largest_size_fits_one_statement() {
-        assert_eq!(EVENT_ROW.matches('?').count(), EVENT_WIDTH);
+    fn an_event_row_has_a_value_for_every_column() {
+        let columns = INSERT_EVENTS
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(names, _)| names.split(',').count());
+        assert_eq!(columns, Some(EVENT_WIDTH));
+        assert_eq!(event_row().matches('?').count(), EVENT_WIDTH);
     }
 
     #[test]
