@@ -156,14 +156,11 @@ pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthErr
 /// Whether the JSON nesting stays within `max`, counted on the bytes before any parser
 /// recurses into them.
 pub fn json_depth_ok(body: &[u8], max: usize) -> bool {
-    let (mut depth, mut i, mut nul) = (0usize, 0, false);
+    let (mut depth, mut i) = (0usize, 0);
     while let Some(&c) = body.get(i) {
         i += 1;
         match c {
-            b'"' => match string_end(body, i, &mut nul) {
-                Some(end) => i = end,
-                None => return true,
-            },
+            b'"' => i = string_end(body, i).0,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -177,20 +174,24 @@ pub fn json_depth_ok(body: &[u8], max: usize) -> bool {
     true
 }
 
-/// Where the JSON string opened just before `i` ends (the index past its closing quote), or
-/// `None` if it does not. Most of a webhook's bytes are inside strings, so this jumps from one
-/// quote or backslash to the next instead of looking at every byte. Sets `nul` on a `\u0000`.
-fn string_end(b: &[u8], mut i: usize, nul: &mut bool) -> Option<usize> {
-    loop {
-        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+/// Where the JSON string opened just before `i` ends (the index past its closing quote, or the
+/// end of the text if it has none), and whether it holds an escaped `\u0000`. Most of a
+/// webhook's bytes are inside strings, so this jumps from one quote or backslash to the next
+/// instead of looking at every byte.
+fn string_end(b: &[u8], mut i: usize) -> (usize, bool) {
+    let mut nul = false;
+    while let Some(at) = b
+        .get(i..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
+        let at = i + at;
         if b.get(at) == Some(&b'"') {
-            return Some(at + 1);
+            return (at + 1, nul);
         }
-        if b.get(at + 1..at + 6) == Some(b"u0000".as_slice()) {
-            *nul = true;
-        }
+        nul |= b.get(at + 1..at + 6) == Some(b"u0000".as_slice());
         i = at + 2;
     }
+    (b.len(), nul)
 }
 
 /// Whether every database can store this JSON text as it is: PostgreSQL's `jsonb` refuses the
@@ -199,17 +200,18 @@ fn string_end(b: &[u8], mut i: usize, nul: &mut bool) -> Option<usize> {
 /// backend alike.
 pub fn json_storable(text: &str) -> Result<(), String> {
     let b = text.as_bytes();
-    let (mut i, mut nul) = (0, false);
+    let mut i = 0;
     let mut number = 0usize;
     let mut exp_digits: Option<usize> = None;
     while let Some(&c) = b.get(i) {
         i += 1;
         match c {
             b'"' => {
-                i = string_end(b, i, &mut nul).unwrap_or(b.len());
+                let (end, nul) = string_end(b, i);
                 if nul {
                     return Err("JSON contains the character U+0000, which cannot be stored".into());
                 }
+                i = end;
             }
             b'0'..=b'9' | b'.' | b'-' | b'+' => {
                 number += 1;
