@@ -155,20 +155,28 @@ pub fn rebuild(
         return Ok(summary);
     }
     let among = marks(sources.len());
-    let last_seq = db.transaction(Durability::Synced, |db| {
-        for table in DOMAIN_TABLES {
-            let sql = format!("DELETE FROM {table} WHERE source IN {among}");
-            summary.removed += db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
-        }
-        let sql = format!(
-            "UPDATE events SET status = 'queued', attempts = 0, last_error = NULL, applied_at = NULL \
-             WHERE status IN ('applied', 'stale', 'failed') AND source IN {among}"
-        );
-        summary.requeued = db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
-        summary.now_handled = requeue_now_handled(db, providers)?;
-        summary.requeued += summary.now_handled;
-        db.count("SELECT COALESCE(MAX(seq), 0) AS n FROM events")
+    // Every step below is one transaction or one read, so a try cut short leaves nothing
+    // behind, and the counts reported are those of the try that succeeded.
+    let (removed, requeued, now_handled, last_seq) = retrying(db, opts, poll, |db| {
+        db.transaction(Durability::Synced, |db| {
+            let mut removed = 0;
+            for table in DOMAIN_TABLES {
+                let sql = format!("DELETE FROM {table} WHERE source IN {among}");
+                removed += db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
+            }
+            let sql = format!(
+                "UPDATE events SET status = 'queued', attempts = 0, last_error = NULL, applied_at = NULL \
+                 WHERE status IN ('applied', 'stale', 'failed') AND source IN {among}"
+            );
+            let requeued = db.exec(with_sources(Stmt::new(&sql), sources))? as u64;
+            let now_handled = requeue_now_handled(db, providers)?;
+            let last_seq = db.count("SELECT COALESCE(MAX(seq), 0) AS n FROM events")?;
+            Ok::<_, StoreError>((removed, requeued, now_handled, last_seq))
+        })
     })?;
+    summary.removed = removed;
+    summary.now_handled = now_handled;
+    summary.requeued = requeued + now_handled;
     tracing::info!(
         removed = summary.removed,
         requeued = summary.requeued,
@@ -180,26 +188,71 @@ pub fn rebuild(
     let waiting_sql = format!(
         "SELECT COUNT(*) AS n FROM events WHERE status = 'queued' AND seq <= ? AND source IN {among}"
     );
-    let mut failures = 0;
     loop {
-        let step = match projector.run_chunk(db) {
-            Ok(0) => db
+        let step = retrying(db, opts, poll, |db| match projector.run_chunk(db)? {
+            0 => db
                 .count(with_sources(Stmt::new(&waiting_sql).int(last_seq), sources))
                 .map(|n| if n == 0 { Step::Done } else { Step::Waiting }),
-            Ok(_) => Ok(Step::Applied),
-            Err(e) => Err(e),
-        };
+            _ => Ok(Step::Applied),
+        })?;
         match step {
-            Ok(Step::Done) => break,
-            Ok(step) => {
-                failures = 0;
-                if step == Step::Waiting {
-                    std::thread::sleep(poll);
-                }
+            Step::Done => break,
+            Step::Waiting => std::thread::sleep(poll),
+            Step::Applied => {}
+        }
+    }
+
+    // The fetcher writes a followup's file path when a download completes; the followups just
+    // made again do not have it, and the media rows (unchanged) still do.
+    summary.relinked = retrying(db, opts, poll, |db| {
+        db.transaction(Durability::Synced, |db| {
+            let mut n = 0;
+            for (kind, _, column) in crate::media::KINDS {
+                let file = "SELECT m.path FROM media m WHERE m.source = followups.source \
+                            AND m.followup_id = followups.id AND m.kind = ? AND m.path IS NOT NULL";
+                let sql = format!(
+                    "UPDATE followups SET {column} = ({file}) \
+                     WHERE {column} IS NULL AND source IN {among} AND EXISTS ({file})"
+                );
+                let stmt = with_sources(Stmt::new(&sql).text(kind), sources).text(kind);
+                n += db.exec(stmt)? as u64;
             }
-            // A lock a serving daemon held a while rolls a chunk back, and trying again is
-            // enough; a lost connection (a restarted server, a proxy's idle cut) never comes
-            // back by itself, so each new try is on a fresh one.
+            Ok::<_, StoreError>(n)
+        })
+    })?;
+    // On SQLite the projector's commits are made durable by the next synced one, and there
+    // may be none after this command: a checkpoint syncs them now.
+    if let Err(e) = db.finish_checkpoint() {
+        tracing::warn!(error = %e, "checkpoint after the rebuild failed; the daemon's next commit will sync");
+    }
+
+    let sql = format!(
+        "SELECT status, COUNT(*) AS n FROM events WHERE source IN {among} GROUP BY status ORDER BY status"
+    );
+    summary.statuses = retrying(db, opts, poll, |db| {
+        db.load::<StatusCount>(with_sources(Stmt::new(&sql), sources))
+    })?
+    .into_iter()
+    .map(|r| (r.status, r.n))
+    .collect();
+    Ok(summary)
+}
+
+/// Runs `step` until it succeeds. After a passing error (a lock a serving daemon held a while,
+/// a lost connection, a PostgreSQL server restarting) it tries again a poll interval later on a
+/// fresh connection: a lock alone would clear on the same one, but a lost session never comes
+/// back by itself. At most [`MAX_RETRIES`] failures in a row; a reconnection that fails counts
+/// as the next try's failure.
+fn retrying<T>(
+    db: &mut Db,
+    opts: &DbOptions,
+    poll: Duration,
+    mut step: impl FnMut(&mut Db) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut failures = 0;
+    loop {
+        match step(db) {
+            Ok(v) => return Ok(v),
             Err(e) if e.is_transient() && failures < MAX_RETRIES => {
                 failures += 1;
                 tracing::warn!(error = %e, attempt = failures, "rebuild step failed; trying again on a fresh connection");
@@ -212,38 +265,6 @@ pub fn rebuild(
             Err(e) => return Err(e),
         }
     }
-
-    // The fetcher writes a followup's file path when a download completes; the followups just
-    // made again do not have it, and the media rows (unchanged) still do.
-    summary.relinked = db.transaction(Durability::Synced, |db| {
-        let mut n = 0;
-        for (kind, _, column) in crate::media::KINDS {
-            let file = "SELECT m.path FROM media m WHERE m.source = followups.source \
-                        AND m.followup_id = followups.id AND m.kind = ? AND m.path IS NOT NULL";
-            let sql = format!(
-                "UPDATE followups SET {column} = ({file}) \
-                 WHERE {column} IS NULL AND source IN {among} AND EXISTS ({file})"
-            );
-            let stmt = with_sources(Stmt::new(&sql).text(kind), sources).text(kind);
-            n += db.exec(stmt)? as u64;
-        }
-        Ok::<_, StoreError>(n)
-    })?;
-    // On SQLite the projector's commits are made durable by the next synced one, and there
-    // may be none after this command: a checkpoint syncs them now.
-    if let Err(e) = db.finish_checkpoint() {
-        tracing::warn!(error = %e, "checkpoint after the rebuild failed; the daemon's next commit will sync");
-    }
-
-    let sql = format!(
-        "SELECT status, COUNT(*) AS n FROM events WHERE source IN {among} GROUP BY status ORDER BY status"
-    );
-    summary.statuses = db
-        .load::<StatusCount>(with_sources(Stmt::new(&sql), sources))?
-        .into_iter()
-        .map(|r| (r.status, r.n))
-        .collect();
-    Ok(summary)
 }
 
 #[derive(QueryableByName)]

@@ -424,32 +424,12 @@ async fn pg_rebuild_goes_on_after_its_connection_is_cut() {
     let Some(url) = fresh_database("pg_rebuild_cut") else {
         return;
     };
+    // Enough events that the rebuild is still applying when it is cut (seconds, against a
+    // check every few milliseconds).
     const EVENTS: i64 = 20_000;
-    // A log of applied events, enough of it that the rebuild is still applying when it is
-    // cut (seconds, against a check every few milliseconds).
-    migrated(&url)
-        .batch(&format!(
-            "INSERT INTO events (source, provider, event_id, event_type, occurred_at, received_at, payload, status) \
-             SELECT 'getbill', 'getbill', 'evt_cut_' || i, 'debt.created', \
-                    timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second', now(), \
-                    jsonb_build_object('id', 'evt_cut_' || i, 'type', 'debt.created', \
-                        'created_at', '2024-01-01T00:00:00Z', \
-                        'data', jsonb_build_object('id', 'd' || i, 'status', 'status.default.pending', 'amount', 10.5), \
-                        'metadata', jsonb_build_object('source', 'getbill', 'version', '1.0', 'company_id', 'c1')), \
-                    'applied' \
-             FROM generate_series(1, {EVENTS}) AS i"
-        ))
-        .unwrap();
+    seed_applied_log(&url, EVENTS);
     let dir = tempfile::tempdir().unwrap();
-    let config = Daemon::write_config(dir.path(), &on(&url));
-    let mut rebuild = std::process::Command::new(env!("CARGO_BIN_EXE_hooksync"))
-        .arg("--config")
-        .arg(&config.path)
-        .arg("rebuild")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start hooksync rebuild");
+    let rebuild = start_rebuild(dir.path(), &url);
 
     let mut db = Reader::open_url(&url);
     common::wait_until("the rebuild to be applying the log", Duration::from_secs(60), || {
@@ -470,6 +450,106 @@ async fn pg_rebuild_goes_on_after_its_connection_is_cut() {
         "the rebuild's session, cut while events were queued"
     );
 
+    let stderr = rebuilt(rebuild, &mut db, EVENTS).await;
+    assert!(
+        stderr.contains("trying again on a fresh connection"),
+        "the cut was seen and survived: {stderr}"
+    );
+}
+
+/// The steps before and after applying the log (emptying the tables and queueing the log
+/// again; putting back the paths of downloaded files) are retried on a fresh connection too.
+/// Each is held on a table lock the test takes, so that the server ends the rebuild's session
+/// exactly while that step waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_rebuild_goes_on_when_cut_before_and_after_applying() {
+    let Some(url) = fresh_database("pg_rebuild_cut_ends") else {
+        return;
+    };
+    const EVENTS: i64 = 2_000;
+    seed_applied_log(&url, EVENTS);
+    let mut tables = migrated(&url);
+    tables
+        .batch("BEGIN; LOCK TABLE debts IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut files = migrated(&url);
+    files
+        .batch("BEGIN; LOCK TABLE media IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rebuild = start_rebuild(dir.path(), &url);
+
+    let mut db = Reader::open_url(&url);
+    for (table, held) in [("debts", &mut tables), ("media", &mut files)] {
+        let waiting = format!(
+            "FROM pg_locks WHERE NOT granted AND relation = '{table}'::regclass \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        );
+        common::wait_until(
+            &format!("the rebuild to wait for the lock on {table}"),
+            Duration::from_secs(60),
+            || {
+                rebuild.try_wait().expect("try_wait").is_some()
+                    || db.count(&format!("SELECT COUNT(*) AS n {waiting}")) == 1
+            },
+        )
+        .await;
+        if rebuild.try_wait().expect("try_wait").is_some() {
+            // Shows how it ended if it failed.
+            rebuilt(rebuild, &mut db, EVENTS).await;
+            panic!("the rebuild ended before it waited on {table}");
+        }
+        let cut = db.count(&format!(
+            "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid)) AS n {waiting}"
+        ));
+        assert_eq!(
+            cut, 1,
+            "the rebuild's session, cut while it waited on {table}"
+        );
+        held.batch("COMMIT").unwrap();
+    }
+
+    let stderr = rebuilt(rebuild, &mut db, EVENTS).await;
+    assert_eq!(
+        stderr.matches("trying again on a fresh connection").count(),
+        2,
+        "both cuts were seen and survived: {stderr}"
+    );
+}
+
+/// `events` applied events (one debt each) in a fresh database's log, and no domain rows.
+fn seed_applied_log(url: &str, events: i64) {
+    migrated(url)
+        .batch(&format!(
+            "INSERT INTO events (source, provider, event_id, event_type, occurred_at, received_at, payload, status) \
+             SELECT 'getbill', 'getbill', 'evt_cut_' || i, 'debt.created', \
+                    timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second', now(), \
+                    jsonb_build_object('id', 'evt_cut_' || i, 'type', 'debt.created', \
+                        'created_at', '2024-01-01T00:00:00Z', \
+                        'data', jsonb_build_object('id', 'd' || i, 'status', 'status.default.pending', 'amount', 10.5), \
+                        'metadata', jsonb_build_object('source', 'getbill', 'version', '1.0', 'company_id', 'c1')), \
+                    'applied' \
+             FROM generate_series(1, {events}) AS i"
+        ))
+        .unwrap();
+}
+
+/// The real binary's `rebuild` on `url`, its output captured.
+fn start_rebuild(dir: &std::path::Path, url: &str) -> std::process::Child {
+    let config = Daemon::write_config(dir, &on(url));
+    std::process::Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(&config.path)
+        .arg("rebuild")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hooksync rebuild")
+}
+
+/// Waits for the rebuild to succeed with all `events` applied again and one debt each; returns
+/// its log.
+async fn rebuilt(mut rebuild: std::process::Child, db: &mut Reader, events: i64) -> String {
     common::wait_until("the rebuild to end", Duration::from_secs(120), || {
         rebuild.try_wait().expect("try_wait").is_some()
     })
@@ -485,17 +565,14 @@ async fn pg_rebuild_goes_on_after_its_connection_is_cut() {
         out.status
     );
     assert!(
-        stdout.contains(&format!("{EVENTS} events applied again"))
-            && stdout.contains(&format!("{EVENTS} applied")),
+        stdout.contains(&format!("{events} events applied again"))
+            && stdout.contains(&format!("{events} applied")),
         "{stdout}"
     );
-    assert!(
-        stderr.contains("trying again on a fresh connection"),
-        "the cut was seen and survived: {stderr}"
-    );
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM debts"), EVENTS);
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM debts"), events);
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM events WHERE status <> 'applied'"),
         0
     );
+    stderr.into_owned()
 }
