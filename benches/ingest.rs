@@ -881,9 +881,7 @@ fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
                 let t = Instant::now();
                 let stored = hooksync::inbox::store_batch(&mut db, &refs).expect("committed");
                 commits += 1;
-                if commits % hooksync::inbox::CHECKPOINT_EVERY == 0 {
-                    db.finish_checkpoint().expect("checkpoint");
-                }
+                hooksync::inbox::checkpoint_if_due(&mut db, commits).expect("checkpoint");
                 busy[k] += t.elapsed();
                 counts[k] += 1;
                 assert!(stored.iter().all(|&new| new), "every event is new");

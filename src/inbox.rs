@@ -310,7 +310,18 @@ impl Reconnect {
 }
 
 /// Commits between two checkpoints finished by the writer itself.
-pub const CHECKPOINT_EVERY: u64 = 512;
+const CHECKPOINT_EVERY: u64 = 512;
+
+/// Finishes a checkpoint from the writer's connection after every [`CHECKPOINT_EVERY`]th
+/// commit (`commits` counts them, the one just made included), as the store thread does; public
+/// so that the benchmark's commits follow the same rule.
+pub fn checkpoint_if_due(db: &mut Db, commits: u64) -> Result<(), StoreError> {
+    if commits % CHECKPOINT_EVERY == 0 {
+        db.finish_checkpoint()
+    } else {
+        Ok(())
+    }
+}
 
 const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, event_type, \
      occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error) VALUES ";
@@ -569,10 +580,9 @@ impl StoreThread {
             Err(_) => self.db = None,
             Ok(_) => {
                 self.commits += 1;
-                if self.commits % CHECKPOINT_EVERY == 0 {
-                    if let Some(Err(e)) = self.db.as_mut().map(Db::finish_checkpoint) {
-                        tracing::debug!(error = %e, "checkpoint skipped");
-                    }
+                let commits = self.commits;
+                if let Some(Err(e)) = self.db.as_mut().map(|db| checkpoint_if_due(db, commits)) {
+                    tracing::debug!(error = %e, "checkpoint skipped");
                 }
             }
         }

@@ -119,7 +119,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
 const MAX_RETRIES: u32 = 10;
 
 /// Where the rebuild stands after one step of applying the log.
-#[derive(Debug, PartialEq, Eq)]
 enum Step {
     /// A chunk was applied; there may be more at once.
     Applied,
