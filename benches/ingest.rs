@@ -640,7 +640,7 @@ fn signed_event(
     headers.insert("x-getbill-signature", sig.parse().unwrap());
     let verified = endpoint.verify(headers, &b).expect("signed");
     verified
-        .into_event(hooksync::timefmt::now(), 64)
+        .into_event(hooksync::timefmt::now(), &event_limits())
         .expect("event")
 }
 
@@ -926,7 +926,7 @@ fn bare_server(port: u16, verify: bool) {
                                 let event = endpoint
                                     .verify(&parts.headers, body)
                                     .ok()
-                                    .and_then(|v| v.into_event(hooksync::timefmt::now(), 64).ok());
+                                    .and_then(|v| v.into_event(hooksync::timefmt::now(), &event_limits()).ok());
                                 if std::hint::black_box(event).is_none() {
                                     status = hyper::StatusCode::UNAUTHORIZED;
                                 }
@@ -954,5 +954,13 @@ fn verdict(met: bool) -> &'static str {
         "met"
     } else {
         "NOT met"
+    }
+}
+
+/// The daemon's default bounds on how a body becomes an event.
+fn event_limits() -> hooksync::providers::EventLimits {
+    hooksync::providers::EventLimits {
+        max_json_depth: 64,
+        max_future_skew: std::time::Duration::from_secs(300),
     }
 }

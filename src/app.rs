@@ -85,6 +85,7 @@ pub async fn run(
         Projector::new(
             providers(&endpoints),
             cfg.projector.batch_for(opts.url.backend()),
+            cfg.projector.max_attempts,
             metrics.clone(),
             cfg.media.enabled.then(|| media_wake.clone()),
         )
@@ -117,7 +118,11 @@ pub async fn run(
     let limits = Limits {
         max_body_bytes: s.max_body_bytes,
         max_connections: s.max_connections,
-        max_json_depth: s.max_json_depth,
+        max_connections_per_peer: s.max_connections_per_peer,
+        events: crate::providers::EventLimits {
+            max_json_depth: s.max_json_depth,
+            max_future_skew: Duration::from_millis(s.max_future_skew_ms),
+        },
         header_timeout: Duration::from_millis(s.header_timeout_ms),
         body_timeout: Duration::from_millis(s.body_timeout_ms),
         tls_handshake_timeout: Duration::from_millis(s.header_timeout_ms),

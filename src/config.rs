@@ -38,7 +38,9 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     pub max_json_depth: usize,
+    pub max_future_skew_ms: u64,
     pub header_timeout_ms: u64,
     pub body_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
@@ -53,7 +55,9 @@ impl Default for ServerConfig {
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             max_body_bytes: 1 << 20,
             max_connections: 1024,
+            max_connections_per_peer: 256,
             max_json_depth: 64,
+            max_future_skew_ms: 300_000,
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
@@ -177,6 +181,9 @@ pub struct ProjectorConfig {
     pub batch: Option<usize>,
     /// How often the queue is looked at when nothing announced new work.
     pub poll_interval_ms: u64,
+    /// How many times an event may fail to apply, with the database otherwise answering,
+    /// before it is marked `failed` and the queue goes on without it.
+    pub max_attempts: u32,
 }
 
 impl Default for ProjectorConfig {
@@ -185,6 +192,7 @@ impl Default for ProjectorConfig {
             enabled: true,
             batch: None,
             poll_interval_ms: 1_000,
+            max_attempts: 5,
         }
     }
 }
@@ -670,7 +678,9 @@ impl Config {
         for (name, v) in [
             ("server.max_body_bytes", s.max_body_bytes),
             ("server.max_connections", s.max_connections),
+            ("server.max_connections_per_peer", s.max_connections_per_peer),
             ("server.max_json_depth", s.max_json_depth),
+            ("projector.max_attempts", self.projector.max_attempts as usize),
             ("database.batch_max", self.database.batch_max),
             ("database.queue_capacity", self.database.queue_capacity),
             ("projector.batch", self.projector.batch.unwrap_or(1)),
@@ -949,13 +959,18 @@ mod tests {
             .projector;
         assert_eq!(set.batch_for(Backend::Sqlite), 7);
         assert_eq!(set.batch_for(Backend::Postgres), 7);
-        let big = Config::from_toml(&format!("[database]\nbatch_max = 2731\n{ONE_ENDPOINT}"));
+        let max = crate::inbox::MAX_BATCH;
+        let big = Config::from_toml(&format!(
+            "[database]\nbatch_max = {}\n{ONE_ENDPOINT}",
+            max + 1
+        ));
+        let said = format!("database.batch_max: at most {max}");
         assert!(
-            matches!(&big, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p.starts_with("database.batch_max: at most 2730"))),
+            matches!(&big, Err(ConfigError::Invalid(p)) if p.iter().any(|p| p.starts_with(&said))),
             "{big:?}"
         );
         assert!(
-            Config::from_toml(&format!("[database]\nbatch_max = 2730\n{ONE_ENDPOINT}")).is_ok()
+            Config::from_toml(&format!("[database]\nbatch_max = {max}\n{ONE_ENDPOINT}")).is_ok()
         );
         let zero = Config::from_toml(&format!("[projector]\nbatch = 0\n{ONE_ENDPOINT}"));
         assert!(

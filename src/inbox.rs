@@ -324,9 +324,9 @@ pub fn checkpoint_if_due(db: &mut Db, commits: u64) -> Result<(), StoreError> {
 }
 
 const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, event_type, \
-     occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error) VALUES ";
+     occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error, time_note) VALUES ";
 /// The values one event binds: one for each column `INSERT_EVENTS` names, in `bind_event` order.
-pub const EVENT_WIDTH: usize = 12;
+pub const EVENT_WIDTH: usize = 13;
 
 /// One event's row of placeholders in a `VALUES` list.
 fn event_row() -> &'static str {
@@ -354,6 +354,7 @@ fn bind_event<'a>(s: Stmt<'a>, ev: &'a NewEvent) -> Stmt<'a> {
         .opt_blob(ev.raw_body.as_deref())
         .text(ev.status.as_str())
         .opt_text(ev.last_error.as_deref())
+        .opt_text(ev.time_note.as_deref())
 }
 
 #[derive(diesel::QueryableByName)]
@@ -492,6 +493,9 @@ impl StoreThread {
                     for ((ev, reply), new) in events.into_iter().zip(results) {
                         if new {
                             queued_new |= ev.status == EventStatus::Queued;
+                            if ev.time_note.is_some() {
+                                Metrics::inc(&self.metrics.time_replaced);
+                            }
                             match ev.status {
                                 EventStatus::Invalid => Metrics::inc(&self.metrics.stored_invalid),
                                 EventStatus::Unhandled => {

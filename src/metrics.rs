@@ -28,6 +28,11 @@ pub struct Metrics {
     pub applied: AtomicU64,
     pub stale: AtomicU64,
     pub failed: AtomicU64,
+    /// Events stored with the time of receipt as their order because the time they named was
+    /// too far ahead or not a time.
+    pub time_replaced: AtomicU64,
+    /// Connections closed at once because their peer address had its share already.
+    pub peer_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +93,18 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        out.push_str("# HELP hooksync_event_times_replaced_total Events ordered at their time of receipt because the time they named was too far ahead or not a time (events.time_note says which).\n# TYPE hooksync_event_times_replaced_total counter\n");
+        let _ = writeln!(
+            out,
+            "hooksync_event_times_replaced_total {}",
+            self.time_replaced.load(Relaxed)
+        );
+        out.push_str("# HELP hooksync_connections_refused_total Connections closed at once because their peer address had server.max_connections_per_peer open.\n# TYPE hooksync_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "hooksync_connections_refused_total{{reason=\"per_peer\"}} {}",
+            self.peer_limited.load(Relaxed)
+        );
         out.push_str("# HELP hooksync_commits_total Group commits of the inbox.\n# TYPE hooksync_commits_total counter\n");
         let _ = writeln!(
             out,

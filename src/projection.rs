@@ -745,7 +745,7 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
         Kind::Text => Val::Text(v.map(text)),
         // Only a plain decimal reaches the column (`data` keeps whatever arrived): NUMERIC
         // would refuse anything else, and a column of amounts must hold amounts.
-        Kind::Money => Val::Money(v.map(text).filter(|t| is_decimal(t))),
+        Kind::Money => Val::Money(v.map(text).and_then(|t| plain_decimal(&t))),
         Kind::Json => Val::Json(v.map(Value::to_string)),
         Kind::Timestamp => Val::Time(
             v.and_then(Value::as_str)
@@ -768,26 +768,43 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
     }
 }
 
-/// `-12.50`, `1250`, `1.5e3`: an optional sign, digits with an optional fraction, and a small
-/// exponent; at most 100 characters.
-fn is_decimal(t: &str) -> bool {
-    let (mantissa, exponent) = match t.find(['e', 'E']) {
-        Some(i) => (&t[..i], Some(&t[i + 1..])),
-        None => (t, None),
+/// A money value as both backends store it: a plain decimal (`-12.50`, `1250`) in the form
+/// PostgreSQL's NUMERIC prints it, no leading zeros, no sign on zero, the fraction's digits as
+/// given; `None` for anything else (an exponent, `NaN`, `12,50`, more than 100 characters).
+/// SQLite keeps the text, PostgreSQL the number; both then read back the same.
+fn plain_decimal(t: &str) -> Option<String> {
+    if t.len() > 100 {
+        return None;
+    }
+    let (negative, unsigned) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
     };
-    let m = mantissa.strip_prefix(['-', '+']).unwrap_or(mantissa);
-    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    let exp_ok = exponent.is_none_or(|e| {
-        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
-        !e.is_empty() && e.len() <= 3 && digits(e)
-    });
-    t.len() <= 100
-        && !int.is_empty()
-        && digits(int)
-        && digits(frac)
-        && (!m.contains('.') || !frac.is_empty())
-        && exp_ok
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((i, f)) if !f.is_empty() => (i, Some(f)),
+        Some(_) => return None,
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !frac.is_none_or(digits) {
+        return None;
+    }
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        rest => rest,
+    };
+    let zero = int == "0" && frac.is_none_or(|f| f.bytes().all(|b| b == b'0'));
+    let mut out = String::with_capacity(t.len());
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(int);
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(f);
+    }
+    Some(out)
 }
 
 /// Any object kind a provider has no table for: keyed by (source, kind, id).
@@ -826,15 +843,26 @@ mod tests {
     }
 
     #[test]
-    fn only_decimals_reach_a_money_column() {
-        for ok in ["0", "-12.50", "+3", "1250.00", "1.5e3", "2E-2"] {
-            assert!(is_decimal(ok), "{ok}");
+    fn only_plain_decimals_reach_a_money_column() {
+        for (given, stored) in [
+            ("0", "0"),
+            ("-12.50", "-12.50"),
+            ("+3", "3"),
+            ("1250.00", "1250.00"),
+            ("007.50", "7.50"),
+            ("-0", "0"),
+            ("-0.00", "0.00"),
+            ("-00.10", "-0.10"),
+        ] {
+            assert_eq!(plain_decimal(given).as_deref(), Some(stored), "{given}");
         }
         for bad in [
-            "", "-", "12,50", "1.", ".5", "NaN", "Infinity", "1e", "1e99999", "12 EUR", "0x10",
+            "", "-", "+", "12,50", "1.", ".5", "NaN", "Infinity", "1e", "1e99999", "1e+999",
+            "1.5e3", "2E-2", "12 EUR", "0x10", "--1", "1.2.3", " 1",
         ] {
-            assert!(!is_decimal(bad), "{bad}");
+            assert_eq!(plain_decimal(bad), None, "{bad}");
         }
+        assert_eq!(plain_decimal(&"9".repeat(101)), None);
         let data: Map<String, Value> = serde_json::from_str(r#"{"amount": "N/A"}"#).unwrap();
         assert!(matches!(
             column_value(&data, &col("amount", "amount", Kind::Money)),

@@ -4,13 +4,17 @@
 //! `inbox`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
-use crate::store::{marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError};
+use crate::store::{
+    marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError,
+};
+use diesel::QueryableByName;
 
 pub struct Projector {
     providers: HashMap<String, Arc<dyn Provider>>,
@@ -23,6 +27,11 @@ pub struct Projector {
     failing: SharedOutage,
     /// Chunks rolled back (the database away, a lock given up), on whichever thread runs them.
     chunks: SharedOutage,
+    /// Failures of one event, with the database otherwise answering, before it is `failed`.
+    max_attempts: i64,
+    /// How many events are still to be applied one at a time after a chunk failed while the
+    /// database answered (see [`Projector::isolated`]).
+    isolating: AtomicUsize,
 }
 
 /// What applying one event came to.
@@ -58,11 +67,41 @@ static NEXT_QUEUED: Sql = Sql::new(|b| {
 
 const MARK: &str = "UPDATE events SET status = ?, attempts = attempts + 1, last_error = ?, applied_at = ? WHERE seq = ?";
 
+/// The first queued event, claimed on PostgreSQL, without reading its payload: whatever
+/// reading or applying it does, the projector knows which event it was.
+static NEXT_HEAD: Sql = Sql::new(|b| {
+    let claim = match b {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    format!(
+        "SELECT seq AS n FROM events WHERE status = 'queued' \
+         ORDER BY events.occurred_at, events.rank, events.seq LIMIT 1{claim}"
+    )
+});
+
+static EVENT_BY_SEQ: Sql = Sql::new(|b| {
+    format!(
+        "SELECT seq, source, event_id, event_type, {} AS occurred_at, rank, {} AS payload \
+         FROM events WHERE seq = ?",
+        b.time_text("occurred_at"),
+        b.json_text("payload")
+    )
+});
+
+/// One more failed attempt at an event that is still queued; the last allowed one marks it
+/// `failed`. Returns whether it did.
+const FAILED_ATTEMPT: &str = "UPDATE events SET attempts = attempts + 1, last_error = ?, \
+     status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END, \
+     applied_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE applied_at END \
+     WHERE seq = ? AND status = 'queued' RETURNING CASE WHEN status = 'failed' THEN 1 ELSE 0 END AS n";
+
 impl Projector {
     /// `providers` maps each endpoint's `source` to its provider.
     pub fn new(
         providers: HashMap<String, Arc<dyn Provider>>,
         batch: usize,
+        max_attempts: u32,
         metrics: Arc<Metrics>,
         media_wake: Option<Arc<tokio::sync::Notify>>,
     ) -> Self {
@@ -73,6 +112,8 @@ impl Projector {
             media_wake,
             failing: SharedOutage::new("applying events"),
             chunks: SharedOutage::new("projector"),
+            max_attempts: i64::from(max_attempts.max(1)),
+            isolating: AtomicUsize::new(0),
         }
     }
 
@@ -83,13 +124,82 @@ impl Projector {
     /// more round trips, and nearly every event applies cleanly. If one does not, the chunk is
     /// rolled back and run again with savepoints, so the failing event alone is marked
     /// `failed` and leaves nothing behind.
+    ///
+    /// A chunk that fails while the database otherwise takes writes holds something the
+    /// database will not take (a payload it cannot read back, a value a trigger refuses, an
+    /// error that recurs for that event only). The events after it must not wait on it
+    /// forever: the next chunk's worth is then applied one event at a time, and an event that
+    /// fails `max_attempts` times is marked `failed` with its reason.
     pub fn run_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
+        if self.isolating.load(Ordering::Relaxed) > 0 {
+            return self.isolated(db);
+        }
         let r = self.try_chunk(db);
         match &r {
             Ok(_) => self.chunks.recover(),
-            Err(e) => self.chunks.fail(e),
+            Err(e) => {
+                self.chunks.fail(e);
+                if takes_writes(db, e) {
+                    let n = usize::try_from(self.batch).unwrap_or(usize::MAX);
+                    self.isolating.store(n, Ordering::Relaxed);
+                }
+            }
         }
         r
+    }
+
+    /// Applies the first queued event alone. When it fails and the database still takes
+    /// writes, the failure is the event's: it is counted on the event (and the event `failed`
+    /// at the last attempt), and the call succeeds, so the caller goes on.
+    fn isolated(&self, db: &mut Db) -> Result<usize, StoreError> {
+        let mut head = None;
+        let e = match self.chunk_of(db, true, Some(&mut head)) {
+            Ok(r) => {
+                self.chunks.recover();
+                let n = self.finish(r);
+                let left = if n == 0 {
+                    0
+                } else {
+                    self.isolating.load(Ordering::Relaxed).saturating_sub(1)
+                };
+                self.isolating.store(left, Ordering::Relaxed);
+                return Ok(n);
+            }
+            Err(ChunkError::Store(e)) => e,
+            Err(ChunkError::NeedsCare) => StoreError::Query(diesel::result::Error::RollbackTransaction),
+        };
+        let Some(Head {
+            seq,
+            source,
+            event_id,
+        }) = head.filter(|_| takes_writes(db, &e))
+        else {
+            self.chunks.fail(&e);
+            return Err(e);
+        };
+        let why = format!("cannot be applied: {e}");
+        let now = crate::timefmt::format(crate::timefmt::now());
+        let failed = db.transaction(Durability::Deferred, |db| {
+            db.count(
+                Stmt::new(FAILED_ATTEMPT)
+                    .text(&why)
+                    .int(self.max_attempts)
+                    .int(self.max_attempts)
+                    .time(&now)
+                    .int(seq),
+            )
+        })?;
+        self.chunks.recover();
+        if failed == 1 {
+            Metrics::inc(&self.metrics.failed);
+            self.failing.fail(&format_args!(
+                "event {event_id} from {source} failed {} times; marked failed: {e}",
+                self.max_attempts
+            ));
+        } else {
+            tracing::warn!(%source, %event_id, error = %e, "event failed to apply; it is tried again");
+        }
+        Ok(1)
     }
 
     /// The thread that runs the chunks could not connect: a failure of the same run.
@@ -98,10 +208,10 @@ impl Projector {
     }
 
     fn try_chunk(&self, db: &mut Db) -> Result<usize, StoreError> {
-        let first = match self.chunk(db, false) {
+        let first = match self.chunk_of(db, false, None) {
             Err(ChunkError::NeedsCare) => {
                 tracing::debug!("an event failed in the chunk; applying it again with savepoints");
-                self.chunk(db, true)
+                self.chunk_of(db, true, None)
             }
             other => other,
         };
@@ -127,12 +237,29 @@ impl Projector {
         n
     }
 
-    fn chunk(&self, db: &mut Db, careful: bool) -> Result<(usize, [u64; 3], bool), ChunkError> {
+    /// One chunk: the next `batch` queued events, or with `head`, the first one alone, claimed
+    /// by its seq (written to `head` with its source and id) before anything else is read.
+    fn chunk_of(
+        &self,
+        db: &mut Db,
+        careful: bool,
+        head: Option<&mut Option<Head>>,
+    ) -> Result<(usize, [u64; 3], bool), ChunkError> {
         let now = crate::timefmt::format(crate::timefmt::now());
         // Projecting can be redone from the log: its commits ride on the next synced ingest commit.
         db.transaction(Durability::Deferred, |db| {
-            let sql = NEXT_QUEUED.get(db.backend());
-            let events: Vec<QueuedEvent> = db.load(Stmt::new(sql).int(self.batch))?;
+            let events: Vec<QueuedEvent> = match head {
+                None => db.load(Stmt::new(NEXT_QUEUED.get(db.backend())).int(self.batch))?,
+                Some(head) => {
+                    let first: Vec<Head> = db.load(Stmt::new(NEXT_HEAD.get(db.backend())))?;
+                    let Some(first) = first.into_iter().next() else {
+                        return Ok((0, [0; 3], false));
+                    };
+                    let seq = first.seq;
+                    *head = Some(first);
+                    db.load(Stmt::new(EVENT_BY_SEQ.get(db.backend())).int(seq))?
+                }
+            };
             let (mut counts, mut media) = ([0u64; 3], false);
             let mut done: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
             let mut cache = RowCache::default();
@@ -233,6 +360,32 @@ impl Projector {
             }
         }
     }
+}
+
+#[derive(QueryableByName)]
+struct Head {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    source: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+/// Whether the database, after `e`, still takes a write: then `e` came from what was being
+/// written, not from the database. A lost connection is the database's whatever a fresh one
+/// says.
+fn takes_writes(db: &mut Db, e: &StoreError) -> bool {
+    use diesel::result::{DatabaseErrorKind as K, Error};
+    let lost = matches!(
+        e,
+        StoreError::Connect(_)
+            | StoreError::Query(Error::DatabaseError(
+                K::ClosedConnection | K::UnableToSendCommand,
+                _
+            ))
+    );
+    !lost && db.heartbeat().is_ok()
 }
 
 /// Why a chunk's transaction was rolled back.

@@ -101,6 +101,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     let projector = Projector::new(
         providers.clone(),
         cfg.projector.batch_for(opts.url.backend()),
+        cfg.projector.max_attempts,
         Arc::new(Metrics::default()),
         None,
     );

@@ -22,14 +22,15 @@ use tokio_rustls::TlsAcceptor;
 use crate::inbox::{Inbox, InboxError, Stored};
 use crate::metrics::Metrics;
 use crate::outage::{Outage, SharedOutage};
-use crate::providers::{AuthError, Endpoint, Refusal};
+use crate::providers::{AuthError, Endpoint, EventLimits, Refusal};
 
 /// Limits that protect the listener from hostile peers.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
-    pub max_json_depth: usize,
+    pub max_connections_per_peer: usize,
+    pub events: EventLimits,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub tls_handshake_timeout: Duration,
@@ -234,7 +235,7 @@ impl Webhooks {
         })?;
         route.refused.recover();
         let event = verified
-            .into_event(received_at, self.limits.max_json_depth)
+            .into_event(received_at, &self.limits.events)
             .map_err(Reject::Refused)?;
         tracing::debug!(endpoint = %endpoint.source, event_id = %event.event_id, status = event.status.as_str(), "authentic event");
         self.inbox.submit(event).await.map_err(Reject::Inbox)

@@ -150,20 +150,6 @@ fn describe(e: &reqwest::Error) -> (String, bool) {
     (what, false)
 }
 
-fn safe_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_start_matches('.')
-        .to_string()
-}
-
 fn now_text() -> String {
     crate::timefmt::format(crate::timefmt::now())
 }
@@ -323,21 +309,12 @@ impl Downloader {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let dir = self.dir.join(safe_name(&job.key.source));
+        let dir = self.dir.join(super::name_part(&job.key.source));
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| (format!("cannot create {}: {e}", dir.display()), false))?;
-        let ext = Path::new(url.path())
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(safe_name)
-            .filter(|e| !e.is_empty() && e.len() <= 8);
-        let name = format!(
-            "{}-{}{}",
-            safe_name(&job.key.followup_id),
-            job.key.kind,
-            ext.map(|e| format!(".{e}")).unwrap_or_default()
-        );
+        let ext = Path::new(url.path()).extension().and_then(|e| e.to_str());
+        let name = super::file_name(&job.key.followup_id, &job.key.kind, ext);
         let tmp = dir.join(format!(".tmp-{name}-{:016x}", rand::rng().random::<u64>()));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp)
@@ -536,8 +513,17 @@ mod tests {
     }
 
     #[test]
-    fn file_names_cannot_escape_the_directory() {
-        assert_eq!(safe_name("../../etc/passwd"), "_.._etc_passwd");
-        assert_eq!(safe_name("f8a3c7e2d9b1"), "f8a3c7e2d9b1");
+    fn file_names_are_one_to_one_and_bounded() {
+        use super::super::{file_name, name_part};
+        assert_eq!(file_name("f8a3c7e2d9b1", "audio", Some("mp3")), "f8a3c7e2d9b1.audio.mp3");
+        assert_eq!(name_part("../../etc/passwd"), "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd");
+        let ids = ["a/b", "a_b", "a%2Fb", ".hidden", "hidden", "", "~", "a b", "é"];
+        let names: std::collections::HashSet<String> =
+            ids.iter().map(|i| file_name(i, "audio", None)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
+        let long = "x".repeat(300);
+        let longer = format!("{long}y");
+        assert_ne!(file_name(&long, "pdf", Some("pdf")), file_name(&longer, "pdf", Some("pdf")));
+        assert!(file_name(&"/".repeat(10_000), "audio", Some("mp3")).len() <= 150);
     }
 }

@@ -61,6 +61,49 @@ pub enum Outcome {
     },
 }
 
+/// The longest name part [`name_part`] writes out in full; longer ones are shortened and end
+/// in their SHA-256.
+const NAME_PART_MAX: usize = 96;
+
+/// A file or directory name for one id, one-to-one: different ids never share a name, so one
+/// followup's recording is never served as another's. Letters, digits, `-` and `_` stand as
+/// they are and every other byte as `%XX` (so nothing else can produce the same text, and a
+/// name never holds a separator or starts with a dot). Beyond [`NAME_PART_MAX`] characters the
+/// name is its first 32 characters, `~`, and the id's SHA-256 in hex: bounded whatever the id,
+/// and still distinct, since `~` appears in no written-out name.
+pub fn name_part(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() <= NAME_PART_MAX {
+        if out.is_empty() {
+            // The empty id gets a name no other id can have.
+            out.push('~');
+        }
+        return out;
+    }
+    let mut cut = 32;
+    while !out.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{}", &out[..cut], hex::encode(Sha256::digest(id.as_bytes())))
+}
+
+/// The file a followup's media is stored in, inside its source's directory: one-to-one in
+/// (followup id, kind, extension), at most 150 bytes.
+pub fn file_name(followup_id: &str, kind: &str, ext: Option<&str>) -> String {
+    let ext = ext
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|e| format!(".{}", e.to_ascii_lowercase()))
+        .unwrap_or_default();
+    format!("{}.{}{ext}", name_part(followup_id), name_part(kind))
+}
+
 pub fn digest(url: &str) -> String {
     hex::encode(Sha256::digest(url.as_bytes()))
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider};
+use super::{
+    id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider, When,
+};
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{
     col, tomb_for, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tx, RECORDS,
@@ -93,10 +95,7 @@ impl Provider for BigLedger {
         Ok(Envelope {
             event_id,
             event_type: event_type.to_owned(),
-            occurred_at: v
-                .get("timestamp")
-                .and_then(Value::as_str)
-                .and_then(crate::timefmt::parse),
+            occurred_at: When::of(v.get("timestamp")),
             tenant: v.pointer("/context/companyId").and_then(id_text),
             payload: text.to_owned(),
             handled,

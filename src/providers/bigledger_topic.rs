@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{ct_eq, header, id_text, utf8, AuthError, Envelope, Provider};
+use super::{ct_eq, header, id_text, utf8, AuthError, Envelope, Provider, When};
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{
     col, tomb_for, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tx, RECORDS,
@@ -111,11 +111,7 @@ impl Provider for BigLedgerTopic {
         let parsed: Option<Value> = serde_json::from_str(text).ok();
         let is_delete = split(&self.topic).1 == "DELETED";
         if let Some((_, hdr, _)) = parsed.as_ref().and_then(record) {
-            let occurred_at = ["updated_date", "created_date"].iter().find_map(|k| {
-                hdr.get(*k)
-                    .and_then(Value::as_str)
-                    .and_then(crate::timefmt::parse)
-            });
+            let occurred_at = When::first(["updated_date", "created_date"].map(|k| hdr.get(k)));
             return Ok(Envelope {
                 event_id,
                 event_type: self.topic.clone(),
@@ -133,7 +129,7 @@ impl Provider for BigLedgerTopic {
         Ok(Envelope {
             event_id,
             event_type: self.topic.clone(),
-            occurred_at: None,
+            occurred_at: When::Absent,
             tenant: None,
             payload: match parsed {
                 Some(v) => v.to_string(),

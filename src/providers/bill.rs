@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{
     any_secret_signed, header, id_text, require_secrets, utf8, AuthError, Envelope, Provider,
+    When,
 };
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{
@@ -137,13 +138,9 @@ impl Provider for Bill {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or("metadata.eventType is missing")?;
-        let occurred_at = entity(&event).and_then(|(_, e)| {
-            ["updatedTime", "createdTime"].iter().find_map(|k| {
-                e.get(*k)
-                    .and_then(Value::as_str)
-                    .and_then(crate::timefmt::parse)
-            })
-        });
+        let occurred_at = entity(&event)
+            .map(|(_, e)| When::first(["updatedTime", "createdTime"].map(|k| e.get(k))))
+            .unwrap_or(When::Absent);
         Ok(Envelope {
             event_id,
             event_type: event_type.to_owned(),
@@ -251,7 +248,7 @@ mod tests {
             assert_eq!(e.event_type, "bill.created");
             assert_eq!(e.tenant.as_deref(), Some("00802DEVKGROHKDIY4zyx"));
             assert_eq!(
-                crate::timefmt::format(e.occurred_at.unwrap()),
+                crate::timefmt::format(e.occurred_at.at().unwrap()),
                 "2026-12-15T23:15:23.127000Z"
             );
         }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 
 use std::sync::Arc;
 
-use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider};
+use super::{
+    id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider, When,
+};
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{col, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tomb, Tx};
 
@@ -168,7 +170,7 @@ impl Provider for GetBill {
             .event_type
             .filter(|t| !t.is_empty())
             .ok_or("envelope has no type")?;
-        let occurred_at = raw.created_at.as_deref().and_then(crate::timefmt::parse);
+        let occurred_at = When::of_text(raw.created_at.as_deref());
         let tenant = [raw.metadata, raw.data]
             .into_iter()
             .flatten()
@@ -367,7 +369,7 @@ mod tests {
         assert_eq!(env.tenant.as_deref(), Some("123"));
         assert!(env.handled);
         assert_eq!(
-            crate::timefmt::format(env.occurred_at.unwrap()),
+            crate::timefmt::format(env.occurred_at.at().unwrap()),
             "2024-01-22T08:30:00.000000Z"
         );
         assert!(p.envelope(&h, br#"{"type":"debt.created"}"#).is_err());

@@ -10,7 +10,9 @@ use base64::Engine;
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{ct_eq, header, hmac_sha256, id_text, utf8, AuthError, Envelope, Provider};
+use super::{
+    ct_eq, header, hmac_sha256, id_text, utf8, AuthError, Envelope, Provider, When,
+};
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{tomb_for, Outcome, ProjectError, QueuedEvent, Tx, RECORDS};
 
@@ -108,16 +110,13 @@ impl Provider for Standard {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or("payload has no type")?;
-        let occurred_at = v
-            .get("timestamp")
-            .and_then(Value::as_str)
-            .and_then(crate::timefmt::parse)
-            .or_else(|| {
-                header(headers, "webhook-timestamp")
-                    .ok()
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-            });
+        let occurred_at = When::of(v.get("timestamp")).or_else(|| {
+            header(headers, "webhook-timestamp")
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .map_or(When::Absent, When::At)
+        });
         Ok(Envelope {
             event_id,
             event_type: event_type.to_owned(),
