@@ -923,10 +923,10 @@ fn bare_server(port: u16, verify: bool) {
                             let body = body.collect().await.map(|b| b.to_bytes());
                             let mut status = hyper::StatusCode::OK;
                             if let (true, Ok(body)) = (verify, &body) {
-                                let event = endpoint
-                                    .verify(&parts.headers, body)
-                                    .ok()
-                                    .and_then(|v| v.into_event(hooksync::timefmt::now(), &event_limits()).ok());
+                                let event =
+                                    endpoint.verify(&parts.headers, body).ok().and_then(|v| {
+                                        v.into_event(hooksync::timefmt::now(), &event_limits()).ok()
+                                    });
                                 if std::hint::black_box(event).is_none() {
                                     status = hyper::StatusCode::UNAUTHORIZED;
                                 }

@@ -1,22 +1,18 @@
 //! The admin listener (plain HTTP, loopback by default): `/healthz` while the process lives,
 //! `/readyz` while the database takes writes, `/metrics` in Prometheus text format.
 
-use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use std::time::Duration;
-
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::inbox::Inbox;
+use crate::listener::{full, Body, ConnLimits, Handler};
 use crate::metrics::{Backlog, Metrics};
-use crate::server::bytes_util::{full, Body};
 use crate::store::{Db, DbOptions, StoreError};
 
 pub struct Admin {
@@ -72,7 +68,7 @@ fn count(db: &mut Db) -> Result<Backlog, StoreError> {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
         let (status, body) = match req.uri().path() {
             "/healthz" => (StatusCode::OK, "ok\n".to_string()),
             // A failed ping is counted in the store's own outage log, not once per probe.
@@ -96,36 +92,24 @@ impl Admin {
     }
 }
 
+/// Connections the admin listener serves at once: a scraper, a probe or two, an operator.
+const ADMIN_CONNECTIONS: usize = 64;
+
+impl Handler for Admin {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        self.respond(req).await
+    }
+}
+
 /// Serves until `shutdown`, then closes its connections: they hold the inbox handle, and the
 /// store thread only stops once every handle is gone.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let admin = admin.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5));
-            let _ = watcher
-                .watch(http.serve_connection(TokioIo::new(stream), svc))
-                .await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    let limits = ConnLimits {
+        max_connections: ADMIN_CONNECTIONS,
+        max_per_peer: ADMIN_CONNECTIONS,
+        header_timeout: Duration::from_secs(5),
+        tls_handshake_timeout: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    crate::listener::serve("admin", listener, None, admin, limits, || {}, shutdown).await;
 }

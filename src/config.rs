@@ -678,9 +678,15 @@ impl Config {
         for (name, v) in [
             ("server.max_body_bytes", s.max_body_bytes),
             ("server.max_connections", s.max_connections),
-            ("server.max_connections_per_peer", s.max_connections_per_peer),
+            (
+                "server.max_connections_per_peer",
+                s.max_connections_per_peer,
+            ),
             ("server.max_json_depth", s.max_json_depth),
-            ("projector.max_attempts", self.projector.max_attempts as usize),
+            (
+                "projector.max_attempts",
+                self.projector.max_attempts as usize,
+            ),
             ("database.batch_max", self.database.batch_max),
             ("database.queue_capacity", self.database.queue_capacity),
             ("projector.batch", self.projector.batch.unwrap_or(1)),

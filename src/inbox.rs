@@ -111,6 +111,7 @@ impl Inbox {
             poll: cfg.poll_interval,
             metrics,
             commits: 0,
+            commit_failed: None,
         };
         let nice = cfg.writer_nice;
         let handle = std::thread::Builder::new()
@@ -193,7 +194,15 @@ struct StoreThread {
     poll: Duration,
     metrics: Arc<Metrics>,
     commits: u64,
+    /// When the last failed ingest commit failed, until one succeeds: readiness follows the
+    /// commits senders wait for, not only the heartbeat's one-row write (on a full disk the
+    /// heartbeat can still fit where a batch does not).
+    commit_failed: Option<(Instant, String)>,
 }
+
+/// How long a failed ingest commit keeps `/readyz` failing when nothing commits after it: the
+/// `Retry-After` a refused sender is given.
+const NOT_READY_AFTER_FAILED_COMMIT: Duration = Duration::from_secs(5);
 
 /// The projector on a thread and connection of its own (PostgreSQL).
 struct ProjectorThread {
@@ -466,6 +475,10 @@ impl StoreThread {
             }
         };
         self.projector = Some(projector);
+        if chunk == Chunk::More {
+            // The projector's commits grow the write-ahead log too.
+            self.committed();
+        }
         if chunk == Chunk::Failed {
             self.db = None;
         }
@@ -489,6 +502,7 @@ impl StoreThread {
             match self.commit(&events) {
                 Ok(results) => {
                     self.writes.recover();
+                    self.commit_failed = None;
                     Metrics::inc(&self.metrics.commits);
                     for ((ev, reply), new) in events.into_iter().zip(results) {
                         if new {
@@ -511,6 +525,7 @@ impl StoreThread {
                     Metrics::inc(&self.metrics.commit_failures);
                     self.writes.fail(&e);
                     let msg = e.to_string();
+                    self.commit_failed = Some((Instant::now(), msg.clone()));
                     for (_, reply) in events {
                         let _ = reply.send(Err(InboxError::Unavailable(msg.clone())));
                     }
@@ -537,8 +552,16 @@ impl StoreThread {
             }
         }
         for reply in pings {
-            let r = self.connection().and_then(Db::heartbeat);
-            let _ = reply.send(self.checked(r));
+            let r = match &self.commit_failed {
+                Some((at, why)) if at.elapsed() < NOT_READY_AFTER_FAILED_COMMIT => {
+                    Err(InboxError::Unavailable(why.clone()))
+                }
+                _ => {
+                    let r = self.connection().and_then(Db::heartbeat);
+                    self.checked(r)
+                }
+            };
+            let _ = reply.send(r);
         }
         queued_new
     }
@@ -582,15 +605,19 @@ impl StoreThread {
             // A fresh connection costs little next to a commit that failed; it also clears
             // whatever state the failure left behind on a PostgreSQL session.
             Err(_) => self.db = None,
-            Ok(_) => {
-                self.commits += 1;
-                let commits = self.commits;
-                if let Some(Err(e)) = self.db.as_mut().map(|db| checkpoint_if_due(db, commits)) {
-                    tracing::debug!(error = %e, "checkpoint skipped");
-                }
-            }
+            Ok(_) => self.committed(),
         }
         result
+    }
+
+    /// Counts a commit of this connection's, and finishes a checkpoint when one is due, so
+    /// the write-ahead log stays bounded while serving.
+    fn committed(&mut self) {
+        self.commits += 1;
+        let commits = self.commits;
+        if let Some(Err(e)) = self.db.as_mut().map(|db| checkpoint_if_due(db, commits)) {
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod inbox;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod outage;

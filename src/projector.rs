@@ -11,9 +11,7 @@ use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
-use crate::store::{
-    marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError,
-};
+use crate::store::{marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError};
 use diesel::QueryableByName;
 
 pub struct Projector {
@@ -75,7 +73,7 @@ static NEXT_HEAD: Sql = Sql::new(|b| {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
     };
     format!(
-        "SELECT seq AS n FROM events WHERE status = 'queued' \
+        "SELECT seq, source, event_id FROM events WHERE status = 'queued' \
          ORDER BY events.occurred_at, events.rank, events.seq LIMIT 1{claim}"
     )
 });
@@ -94,7 +92,7 @@ static EVENT_BY_SEQ: Sql = Sql::new(|b| {
 const FAILED_ATTEMPT: &str = "UPDATE events SET attempts = attempts + 1, last_error = ?, \
      status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END, \
      applied_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE applied_at END \
-     WHERE seq = ? AND status = 'queued' RETURNING CASE WHEN status = 'failed' THEN 1 ELSE 0 END AS n";
+     WHERE seq = ? AND status = 'queued' RETURNING CAST(CASE WHEN status = 'failed' THEN 1 ELSE 0 END AS BIGINT) AS n";
 
 impl Projector {
     /// `providers` maps each endpoint's `source` to its provider.
@@ -166,7 +164,9 @@ impl Projector {
                 return Ok(n);
             }
             Err(ChunkError::Store(e)) => e,
-            Err(ChunkError::NeedsCare) => StoreError::Query(diesel::result::Error::RollbackTransaction),
+            Err(ChunkError::NeedsCare) => {
+                StoreError::Query(diesel::result::Error::RollbackTransaction)
+            }
         };
         let Some(Head {
             seq,
@@ -179,7 +179,7 @@ impl Projector {
         };
         let why = format!("cannot be applied: {e}");
         let now = crate::timefmt::format(crate::timefmt::now());
-        let failed = db.transaction(Durability::Deferred, |db| {
+        let counted = db.transaction(Durability::Deferred, |db| {
             db.count(
                 Stmt::new(FAILED_ATTEMPT)
                     .text(&why)
@@ -188,7 +188,8 @@ impl Projector {
                     .time(&now)
                     .int(seq),
             )
-        })?;
+        });
+        let failed = counted.inspect_err(|e| self.chunks.fail(e))?;
         self.chunks.recover();
         if failed == 1 {
             Metrics::inc(&self.metrics.failed);

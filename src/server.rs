@@ -1,27 +1,23 @@
-//! The webhook listener: a raw hyper 1 accept loop with TLS, bounded connections, bounded
-//! header and body time, bounded body size, and graceful shutdown. Requests are routed by path
-//! to their endpoint; every failure maps to its status code in one place (`Reject::status`).
+//! The webhook routes: a request is routed by path to its endpoint, its body read within
+//! bounds of size and time, verified, and handed to the inbox; every failure maps to its
+//! status code in one place (`Reject::status`). Connections are `listener`'s.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes_util::{full, Body};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Incoming};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::inbox::{Inbox, InboxError, Stored};
+use crate::listener::{full, Body, ConnLimits, Handler};
 use crate::metrics::Metrics;
-use crate::outage::{Outage, SharedOutage};
+use crate::outage::SharedOutage;
 use crate::providers::{AuthError, Endpoint, EventLimits, Refusal};
 
 /// Limits that protect the listener from hostile peers.
@@ -53,14 +49,73 @@ struct Route {
     refused: SharedOutage,
 }
 
-pub(crate) mod bytes_util {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
+/// After answering 413 or 408, how long and how much more of the body is read and thrown
+/// away before the connection closes: a client that writes its whole body before reading the
+/// answer (as many HTTP libraries do) would otherwise have its connection reset under its
+/// writes, and see a broken connection instead of the status.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 << 20;
 
-    pub type Body = Full<Bytes>;
+/// Reads a request body of at most `max_body_bytes` within `body_timeout`.
+async fn read_body(
+    headers: &http::HeaderMap,
+    mut body: Incoming,
+    limits: &Limits,
+) -> Result<Bytes, Reject> {
+    let max = limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let outcome = if declared.is_some_and(|n| n > max as u64) {
+        Err(Reject::TooLarge)
+    } else {
+        let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| Reject::BadBody)?;
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > max {
+                        return Err(Reject::TooLarge);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limits.body_timeout, read).await {
+            Err(_) => Err(Reject::BodyTimeout),
+            Ok(r) => r.map(|()| Bytes::from(buf)),
+        }
+    };
+    if let Err(Reject::TooLarge | Reject::BodyTimeout) = &outcome {
+        // A client waiting for `100 Continue` sends nothing more: it reads the answer.
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits {
+            linger(&mut body).await;
+        }
+    }
+    outcome
+}
 
-    pub fn full(s: impl Into<Bytes>) -> Body {
-        Full::new(s.into())
+async fn linger(body: &mut Incoming) {
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > LINGER_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+impl Handler for Webhooks {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        self.respond(req).await
     }
 }
 
@@ -116,8 +171,8 @@ impl Reject {
                 r.headers_mut()
                     .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
             }
-            // The rest of an oversized or stalled body is not read: the connection cannot be
-            // reused.
+            // What is left of an oversized or stalled body is not read beyond the linger: the
+            // connection cannot be reused.
             Reject::TooLarge | Reject::BodyTimeout | Reject::BadBody => {
                 r.headers_mut()
                     .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -168,7 +223,7 @@ impl Webhooks {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
         match self.accept(req).await {
             Ok(Stored::New) => {
                 self.refusing.recover();
@@ -206,27 +261,8 @@ impl Webhooks {
         if req.method() != Method::POST {
             return Err(Reject::Method);
         }
-        let max = self.limits.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max as u64) {
-            return Err(Reject::TooLarge);
-        }
         let (parts, body) = req.into_parts();
-        let body =
-            match tokio::time::timeout(self.limits.body_timeout, Limited::new(body, max).collect())
-                .await
-            {
-                Err(_) => return Err(Reject::BodyTimeout),
-                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(Reject::TooLarge)
-                }
-                Ok(Err(_)) => return Err(Reject::BadBody),
-                Ok(Ok(c)) => c.to_bytes(),
-            };
+        let body = read_body(&parts.headers, body, &self.limits).await?;
         let received_at = crate::timefmt::now();
         let verified = endpoint.verify(&parts.headers, &body).map_err(|e| {
             tracing::debug!(endpoint = %endpoint.source, reason = %e, "signature refused");
@@ -250,83 +286,15 @@ pub async fn serve(
     app: Arc<Webhooks>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = app.limits.clone();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(64 * 1024);
-    let http = Arc::new(http);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    let mut accepting = Outage::new("accepting connections");
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => {
-                    accepting.recover();
-                    s
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    accepting.fail(&e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let http = http.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let handshake = limits.tls_handshake_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req).await) }
-            });
-            let result = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            watcher
-                                .watch(http.serve_connection(TokioIo::new(s), service))
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-                None => {
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("stopped accepting; finishing in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over; closing remaining connections");
-    }
+    let l = &app.limits;
+    let limits = ConnLimits {
+        max_connections: l.max_connections,
+        max_per_peer: l.max_connections_per_peer,
+        header_timeout: l.header_timeout,
+        tls_handshake_timeout: l.tls_handshake_timeout,
+        shutdown_grace: l.shutdown_grace,
+    };
+    let metrics = app.metrics.clone();
+    let refused = move || Metrics::inc(&metrics.peer_limited);
+    crate::listener::serve("webhooks", listener, tls, app, limits, refused, shutdown).await;
 }

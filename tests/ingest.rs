@@ -361,8 +361,8 @@ async fn a_store_that_cannot_commit_gets_503_and_readyz_fails() {
     );
     locker.unlock_writes();
 
-    // The lock is gone: the retry is stored, and it is the first time.
-    assert_eq!(ready(&app).await, 200);
+    // The lock is gone: the retry is stored, and it is the first time. Readiness follows the
+    // commits: ready again once one succeeded.
     let r = app
         .post(
             SEED_EVENT.as_bytes(),
@@ -371,6 +371,7 @@ async fn a_store_that_cannot_commit_gets_503_and_readyz_fails() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#"{"status":"stored"}"#);
+    assert_eq!(ready(&app).await, 200);
     app.stop().await;
 }
 

@@ -477,3 +477,46 @@ async fn pending_downloads_resume_after_a_restart() {
     assert_eq!(app.metric("hooksync_media_pending ").await, 0);
     app.stop().await;
 }
+
+/// Followup ids that a lossy mapping would give one file name (a separator and its
+/// replacement, a leading dot and none, an escape and what it stands for) and ids longer than
+/// a file name may be: each gets its own file, with its own bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followups_whose_ids_differ_never_share_a_file() {
+    let (app, cdn) = start("").await;
+    let long = "x".repeat(300);
+    let longer = format!("{long}y");
+    let ids = [
+        "a/b", "a_b", "a%2Fb", ".hidden", "hidden", "..", "a b", "a.b", &long, &longer,
+    ];
+    for (i, fid) in ids.iter().enumerate() {
+        let url = cdn.url(&format!("/stream/{}/r.mp3", 1000 + i));
+        let body = followup(
+            &format!("e{i}"),
+            "followup.completed",
+            fid,
+            &at(0),
+            Some(&url),
+            None,
+            &at(3600),
+        );
+        assert_eq!(app.send(&body).await, 200, "{fid}");
+    }
+    let mut paths = std::collections::HashSet::new();
+    for (i, fid) in ids.iter().enumerate() {
+        let row = wait_media(&app, fid, "audio", "fetched").await;
+        let path = row["path"].as_str().unwrap().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 1000 + i, "{fid} -> {path}");
+        assert_eq!(row["sha256"], hex::encode(Sha256::digest(&bytes)), "{fid}");
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(!name.starts_with('.') && name.len() <= 150, "{name}");
+        assert!(paths.insert(path), "{fid} shares a file");
+    }
+    app.stop().await;
+}

@@ -515,15 +515,26 @@ mod tests {
     #[test]
     fn file_names_are_one_to_one_and_bounded() {
         use super::super::{file_name, name_part};
-        assert_eq!(file_name("f8a3c7e2d9b1", "audio", Some("mp3")), "f8a3c7e2d9b1.audio.mp3");
-        assert_eq!(name_part("../../etc/passwd"), "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd");
-        let ids = ["a/b", "a_b", "a%2Fb", ".hidden", "hidden", "", "~", "a b", "é"];
+        assert_eq!(
+            file_name("f8a3c7e2d9b1", "audio", Some("mp3")),
+            "f8a3c7e2d9b1.audio.mp3"
+        );
+        assert_eq!(
+            name_part("../../etc/passwd"),
+            "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd"
+        );
+        let ids = [
+            "a/b", "a_b", "a%2Fb", ".hidden", "hidden", "", "~", "a b", "é",
+        ];
         let names: std::collections::HashSet<String> =
             ids.iter().map(|i| file_name(i, "audio", None)).collect();
         assert_eq!(names.len(), ids.len(), "{names:?}");
         let long = "x".repeat(300);
         let longer = format!("{long}y");
-        assert_ne!(file_name(&long, "pdf", Some("pdf")), file_name(&longer, "pdf", Some("pdf")));
+        assert_ne!(
+            file_name(&long, "pdf", Some("pdf")),
+            file_name(&longer, "pdf", Some("pdf"))
+        );
         assert!(file_name(&"/".repeat(10_000), "audio", Some("mp3")).len() <= 150);
     }
 }

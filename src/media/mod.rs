@@ -91,7 +91,11 @@ pub fn name_part(id: &str) -> String {
     while !out.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}~{}", &out[..cut], hex::encode(Sha256::digest(id.as_bytes())))
+    format!(
+        "{}~{}",
+        &out[..cut],
+        hex::encode(Sha256::digest(id.as_bytes()))
+    )
 }
 
 /// The file a followup's media is stored in, inside its source's directory: one-to-one in

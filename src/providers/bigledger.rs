@@ -8,9 +8,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{
-    id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider, When,
-};
+use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider, When};
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{
     col, tomb_for, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tx, RECORDS,

@@ -11,8 +11,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::{
-    any_secret_signed, header, id_text, require_secrets, utf8, AuthError, Envelope, Provider,
-    When,
+    any_secret_signed, header, id_text, require_secrets, utf8, AuthError, Envelope, Provider, When,
 };
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{

@@ -116,7 +116,9 @@ impl When {
     pub fn of_text(s: Option<&str>) -> When {
         match s {
             None => When::Absent,
-            Some(s) => crate::timefmt::parse(s).map_or_else(|| When::Unreadable(s.to_owned()), When::At),
+            Some(s) => {
+                crate::timefmt::parse(s).map_or_else(|| When::Unreadable(s.to_owned()), When::At)
+            }
         }
     }
 
@@ -365,6 +367,65 @@ pub fn number_growth(lit: &[u8]) -> Option<usize> {
     Some(printed.saturating_sub(unsigned.len()))
 }
 
+/// A JSON number as PostgreSQL's `jsonb` prints it: a plain decimal, the exponent worked in
+/// (`1.5e3` is `1500`, `1.50e1` is `15.0`), no sign on zero. The projector reads payloads back
+/// from the database, and SQLite keeps the number as it arrived: reading every number this way
+/// makes both backends see the same text, so the same keys and columns. `lit` is a number the
+/// storability check let through, so its growth is bounded.
+pub fn canonical_number(lit: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let has_exp = lit.bytes().any(|b| matches!(b, b'e' | b'E'));
+    if !has_exp && !lit.starts_with("-0") {
+        return Cow::Borrowed(lit);
+    }
+    let (negative, unsigned) = match lit.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, lit),
+    };
+    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], &unsigned[i + 1..]),
+        None => (unsigned, "0"),
+    };
+    let Ok(e) = exp.trim_start_matches('+').parse::<i64>() else {
+        return Cow::Borrowed(lit);
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let point = int.len() as i64 + e;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || point.abs() > 100_000 {
+        return Cow::Borrowed(lit);
+    }
+    let (whole, fraction) = if point <= 0 {
+        (
+            String::from("0"),
+            format!("{}{digits}", "0".repeat((-point) as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        let (w, f) = digits.split_at(point as usize);
+        (w.to_owned(), f.to_owned())
+    };
+    let whole = match whole.trim_start_matches('0') {
+        "" => "0",
+        w => w,
+    };
+    let zero = whole == "0" && fraction.bytes().all(|b| b == b'0');
+    let mut out = String::with_capacity(whole.len() + fraction.len() + 2);
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(whole);
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(&fraction);
+    }
+    Cow::Owned(out)
+}
+
 /// Whether no object in the JSON text names a key twice. Parsers disagree on which of two
 /// equal keys wins (serde keeps the last, SQLite's `json_extract` the first), so the columns
 /// and a reader of the stored `data` could see different values.
@@ -494,11 +555,12 @@ pub fn any_secret_signed(secrets: &[Secret], given: &[u8], body: &[u8]) -> Resul
     }
 }
 
-/// A JSON id as text: strings as they are, numbers as their decimal text.
+/// A JSON id as text: strings as they are, numbers as their plain decimal text
+/// ([`canonical_number`]).
 pub fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(canonical_number(n.as_str()).into_owned()),
         _ => None,
     }
 }
@@ -650,16 +712,22 @@ impl Endpoint {
 impl Verified<'_> {
     /// Reads the envelope and decides how the event is stored. Authentic bytes are never
     /// dropped: what cannot be read is kept as `invalid`, under an id derived from its hash.
-    pub fn into_event(self, received_at: OffsetDateTime, limits: &EventLimits) -> Result<NewEvent, Refusal> {
+    pub fn into_event(
+        self,
+        received_at: OffsetDateTime,
+        limits: &EventLimits,
+    ) -> Result<NewEvent, Refusal> {
         let ep = self.endpoint;
         let received = crate::timefmt::format(received_at);
         let max_json_depth = limits.max_json_depth;
         let envelope = if json_depth_ok(self.body, max_json_depth) {
-            ep.provider.envelope(self.headers, self.body).and_then(|env| {
-                json_storable(&env.payload)?;
-                json_keys_unique(&env.payload)?;
-                Ok(env)
-            })
+            ep.provider
+                .envelope(self.headers, self.body)
+                .and_then(|env| {
+                    json_storable(&env.payload)?;
+                    json_keys_unique(&env.payload)?;
+                    Ok(env)
+                })
         } else {
             Err(format!("JSON nested deeper than {max_json_depth}"))
         };
@@ -710,7 +778,9 @@ mod tests {
 
     #[test]
     fn storable_json_refuses_nul_and_numbers_that_grow() {
-        assert!(json_storable(r#"{"a": "x\\u0000", "n": -12.5e-3, "b": true, "big": 1e99}"#).is_ok());
+        assert!(
+            json_storable(r#"{"a": "x\\u0000", "n": -12.5e-3, "b": true, "big": 1e99}"#).is_ok()
+        );
         assert!(json_storable(r#"{"big": 1e9999}"#).is_err());
         assert!(json_storable(r#"{"small": 1e-9999}"#).is_err());
         assert!(json_storable(r#"{"big": 1e00000000000000000000000000001}"#).is_ok());
@@ -738,10 +808,33 @@ mod tests {
             ("123e-1", "12.3"),
         ] {
             let growth = number_growth(lit.as_bytes());
-            assert_eq!(growth, Some(printed.len().saturating_sub(lit.len())), "{lit}");
+            assert_eq!(
+                growth,
+                Some(printed.len().saturating_sub(lit.len())),
+                "{lit}"
+            );
         }
         assert_eq!(number_growth(b"1e1000000"), None);
         assert_eq!(number_growth(b"1e999999"), Some(999_992));
+    }
+
+    #[test]
+    fn numbers_read_as_jsonb_prints_them() {
+        for (lit, printed) in [
+            ("12", "12"),
+            ("12.50", "12.50"),
+            ("1.5e3", "1500"),
+            ("1.50e1", "15.0"),
+            ("1.5e-3", "0.0015"),
+            ("-0", "0"),
+            ("-0.00", "0.00"),
+            ("-0e5", "0"),
+            ("-1.25E+2", "-125"),
+            ("0.5e1", "5"),
+            ("123e-5", "0.00123"),
+        ] {
+            assert_eq!(canonical_number(lit), printed, "{lit}");
+        }
     }
 
     #[test]
@@ -769,7 +862,8 @@ mod tests {
             .ordering(received, skew);
         assert_eq!(at, received);
         assert!(note.unwrap().contains("9999-12-31"));
-        let (at, note) = When::of(Some(&Value::String("yesterday".into()))).ordering(received, skew);
+        let (at, note) =
+            When::of(Some(&Value::String("yesterday".into()))).ordering(received, skew);
         assert_eq!(at, received);
         assert!(note.unwrap().contains("\"yesterday\" is not a time"));
         assert_eq!(When::Absent.ordering(received, skew), (received, None));

@@ -10,9 +10,7 @@ use base64::Engine;
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{
-    ct_eq, header, hmac_sha256, id_text, utf8, AuthError, Envelope, Provider, When,
-};
+use super::{ct_eq, header, hmac_sha256, id_text, utf8, AuthError, Envelope, Provider, When};
 use crate::config::{EndpointConfig, Secret};
 use crate::projection::{tomb_for, Outcome, ProjectError, QueuedEvent, Tx, RECORDS};
 

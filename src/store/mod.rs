@@ -380,6 +380,25 @@ impl Db {
         }
     }
 
+    /// SQLite: copies the whole write-ahead log into the database and empties it. Run at start,
+    /// before serving: a process killed before it checkpointed leaves its log behind, and
+    /// under repeated crashes the log would only grow, and every start read more of it. True
+    /// when the log is empty now (a reader in another process can hold it back).
+    pub fn truncate_wal(&mut self) -> Result<bool, StoreError> {
+        #[derive(QueryableByName)]
+        struct Checkpoint {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            busy: i32,
+        }
+        match self {
+            Db::Sqlite(_) => {
+                let r: Vec<Checkpoint> = self.load(Stmt::new("PRAGMA wal_checkpoint(TRUNCATE)"))?;
+                Ok(r.first().is_some_and(|c| c.busy == 0))
+            }
+            Db::Pg(_) => Ok(true),
+        }
+    }
+
     /// Proves the database takes writes (for `/readyz`).
     pub fn heartbeat(&mut self) -> Result<(), StoreError> {
         let now = crate::timefmt::format(crate::timefmt::now());
@@ -422,11 +441,14 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("hooksync-checkpoint".into())
             .spawn(move || {
+                // A full disk fails every checkpoint, twenty a second: one line for the run.
+                let mut failing = crate::outage::Outage::new("WAL checkpoints");
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(interval)
                 {
-                    if let Err(e) = db.batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    match db.batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        Ok(()) => failing.recover(),
+                        Err(e) => failing.fail(&e),
                     }
                 }
                 // Leave a small WAL behind on a clean stop.
@@ -448,6 +470,9 @@ pub fn open_and_migrate(opts: &DbOptions) -> Result<Db, StoreError> {
     let n = db.migrate()?;
     if n > 0 {
         tracing::info!(applied = n, "database migrations applied");
+    }
+    if !db.truncate_wal()? {
+        tracing::info!("the write-ahead log could not be emptied at start (another process reads the database); it is checkpointed while serving");
     }
     Ok(db)
 }

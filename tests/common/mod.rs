@@ -108,6 +108,8 @@ pub struct Setup {
     pub projector: bool,
     pub server_extra: String,
     pub database_extra: String,
+    /// Lines for the `[projector]` section.
+    pub projector_extra: String,
     pub tls: bool,
     /// More `[[endpoints]]` tables, as TOML.
     pub extra_endpoints: String,
@@ -124,6 +126,7 @@ impl Default for Setup {
             projector: true,
             server_extra: String::new(),
             database_extra: String::new(),
+            projector_extra: String::new(),
             tls: true,
             extra_endpoints: String::new(),
             media_extra: String::new(),
@@ -153,7 +156,7 @@ impl Setup {
         format!(
             "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n{tls}{}\n\
              [database]\nurl = \"{}\"\n{}\n\
-             [projector]\nenabled = {}\npoll_interval_ms = 200\n\
+             [projector]\nenabled = {}\npoll_interval_ms = 200\n{}\n\
              [media]\ndir = \"{}\"\n{}\n\
              [log]\nlevel = \"warn\"\n\
              [[endpoints]]\nname = \"getbill\"\npath = \"{PATH}\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\n{tenant}",
@@ -163,6 +166,7 @@ impl Setup {
                 .unwrap_or_else(|| database_url(dir)),
             self.database_extra,
             self.projector,
+            self.projector_extra,
             dir.join("media").display(),
             self.media_extra,
         ) + &self.extra_endpoints
