@@ -576,3 +576,50 @@ async fn rebuilt(mut rebuild: std::process::Child, db: &mut Reader, events: i64)
     );
     stderr.into_owned()
 }
+
+/// An event stored before numbers were bounded (or written by another tool) whose `jsonb`
+/// payload prints as more than a gigabyte: reading it fails with "out of memory" every time.
+/// It must end `failed` after its attempts, and the events after it be applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_payload_that_reads_back_huge_fails_alone_and_the_queue_goes_on() {
+    let Some(url) = fresh_database("pg_huge_payload") else {
+        return;
+    };
+    let mut db = migrated(&url);
+    // 120,000 numbers that each print as 10,000 digits: 1.2 GB of text, past what one
+    // PostgreSQL string may hold.
+    db.batch(
+        "INSERT INTO events (source, provider, event_id, event_type, occurred_at, rank, received_at, payload, status) \
+         VALUES ('getbill', 'getbill', 'huge', 'debt.created', now() - interval '1 day', 0, now(), \
+         ('{\"id\": \"huge\", \"type\": \"debt.created\", \"data\": {\"id\": \"d-huge\", \"n\": [' \
+          || repeat('1e9999,', 120000) || '1]}}')::jsonb, 'queued')",
+    )
+    .unwrap();
+    drop(db);
+    let app = TestApp::start(Setup {
+        projector_extra: "max_attempts = 2".into(),
+        ..on(&url)
+    })
+    .await;
+    let events = lifecycle(5, 41);
+    for ev in &events {
+        assert_eq!(app.send(&ev.body).await, 200);
+    }
+    app.wait_projected().await;
+    let mut r = app.reader();
+    // Its payload cannot be read back, so neither can the whole row: its columns one by one.
+    let of_huge = |r: &mut Reader, col: &str| {
+        r.list(col, "FROM events WHERE event_id = 'huge'")
+            .pop()
+            .unwrap()
+    };
+    let why = of_huge(&mut r, "last_error");
+    assert_eq!(of_huge(&mut r, "status"), "failed", "{why}");
+    assert_eq!(of_huge(&mut r, "attempts"), 2);
+    assert!(why.as_str().unwrap().contains("memory"), "{why}");
+    assert_eq!(
+        r.count("SELECT COUNT(*) AS n FROM events WHERE status IN ('applied', 'stale')"),
+        events.len() as i64
+    );
+    app.stop().await;
+}
