@@ -623,3 +623,54 @@ async fn pg_a_payload_that_reads_back_huge_fails_alone_and_the_queue_goes_on() {
     );
     app.stop().await;
 }
+
+/// Every number the projector reads back from PostgreSQL's `jsonb` is the text
+/// `canonical_number` makes of the literal as it arrived, which is what the projector reads on
+/// SQLite: keys and columns come out the same on both backends.
+#[test]
+fn pg_numbers_read_back_as_the_projector_reads_them_on_sqlite() {
+    let Some(url) = fresh_database("pg_numbers") else {
+        return;
+    };
+    drop(migrated(&url));
+    let mut literals: Vec<String> = [
+        "0", "-0", "-0.0", "12.50", "1.5e3", "1.50e1", "1e-3", "-1.25E+2", "0.5e1", "123e-5",
+        "1e99", "-0e5", "100", "1E0", "9.999e-7", "5e+0", "0.000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..500 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let int = (x % 100_000).to_string();
+        let frac = ["", ".5", ".25", ".000", ".0101"][(x >> 20) as usize % 5];
+        let exp = match (x >> 30) % 4 {
+            0 => String::new(),
+            1 => format!("e{}", (x >> 34) % 40),
+            2 => format!("E-{}", (x >> 34) % 40),
+            _ => format!("e+{}", (x >> 34) % 40),
+        };
+        let sign = if (x >> 40) % 3 == 0 { "-" } else { "" };
+        literals.push(format!("{sign}{int}{frac}{exp}"));
+    }
+    let values: Vec<String> = literals
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("({i}, '{l}')"))
+        .collect();
+    let mut r = Reader::open_url(&url);
+    let printed = r.json(&format!(
+        "SELECT json_agg(x::jsonb::text ORDER BY i)::text AS j FROM (VALUES {}) v(i, x)",
+        values.join(", ")
+    ));
+    for (lit, pg) in literals.iter().zip(printed.as_array().unwrap()) {
+        assert_eq!(
+            hooksync::providers::canonical_number(lit),
+            pg.as_str().unwrap(),
+            "{lit}"
+        );
+    }
+}
