@@ -623,7 +623,7 @@ fn open_store(
     let opts = db_options(db_url);
     let db = hooksync::store::open_and_migrate(&opts).expect("open");
     let checkpointer =
-        hooksync::store::Checkpointer::start(&opts, hooksync::store::CHECKPOINT_INTERVAL)
+        hooksync::store::Checkpointer::start(&opts, hooksync::store::CHECKPOINT_INTERVAL, || {})
             .expect("checkpointer");
     (opts, db, checkpointer)
 }

@@ -78,8 +78,11 @@ pub async fn run(
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || store::open_and_migrate(&opts)).await??
     };
-    let checkpointer = store::Checkpointer::start(&opts, store::CHECKPOINT_INTERVAL)?;
     let metrics = Arc::new(Metrics::default());
+    let checkpoint_failures = metrics.clone();
+    let checkpointer = store::Checkpointer::start(&opts, store::CHECKPOINT_INTERVAL, move || {
+        Metrics::inc(&checkpoint_failures.checkpoint_failures)
+    })?;
     let media_wake = Arc::new(tokio::sync::Notify::new());
     let projector = cfg.projector.enabled.then(|| {
         Projector::new(

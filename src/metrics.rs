@@ -33,6 +33,8 @@ pub struct Metrics {
     pub time_replaced: AtomicU64,
     /// Connections closed at once because their peer address had its share already.
     pub peer_limited: AtomicU64,
+    /// SQLite write-ahead log checkpoints that failed (a full disk, say).
+    pub checkpoint_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -115,6 +117,12 @@ impl Metrics {
             out,
             "hooksync_commits_total{{result=\"error\"}} {}",
             self.commit_failures.load(Relaxed)
+        );
+        out.push_str("# HELP hooksync_checkpoint_failures_total SQLite write-ahead log checkpoints that failed.\n# TYPE hooksync_checkpoint_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "hooksync_checkpoint_failures_total {}",
+            self.checkpoint_failures.load(Relaxed)
         );
         out
     }

@@ -625,3 +625,136 @@ async fn request_heads_past_64_kib_get_431() {
     }
     app.stop().await;
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` where this process may not mount (not root): said aloud, and a failure under CI,
+    /// whose runs are root.
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(SmallDisk(at.to_owned()));
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and a tmpfs cannot be mounted: the full-disk test cannot run"
+        );
+        eprintln!("SKIPPED: the full-disk test needs to mount a tmpfs (run as root)");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A real full disk under the real binary: the write-ahead log holds pages the database file
+/// must grow to take, and the disk has no room left. Every checkpoint (twenty a second) and
+/// every commit fails; the log says so in one line per run, and `/readyz` answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_not_ready_and_one_line_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "16m") else {
+        return;
+    };
+    let db_path = disk.0.join("hooksync.db");
+    let setup = Setup {
+        database_url: Some(format!("sqlite://{}", db_path.display())),
+        ..Setup::default()
+    };
+    let config = common::Daemon::write_config(dir.path(), &setup);
+    let log = dir.path().join("hooksync.log");
+    let mut d = config.spawn_logging(Some(&log)).await;
+    // A reader's snapshot keeps the checkpoints from copying what is committed after it.
+    let mut reader = common::Reader::open_url(&format!("sqlite://{}", db_path.display()));
+    reader
+        .raw()
+        .batch("BEGIN; SELECT COUNT(*) FROM events;")
+        .unwrap();
+    let padding = format!(",\"note\":\"{}\"", "n".repeat(2000));
+    for i in 0..120 {
+        let body = debt(
+            &format!("f{i}"),
+            "debt.created",
+            &format!("df{i}"),
+            &at(-60),
+            &padding,
+        );
+        assert_eq!(d.send(body).await, 200);
+    }
+    // The rest of the disk, taken.
+    {
+        let mut filler = std::fs::File::create(disk.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.write_all(&[0u8; 1]);
+    }
+    reader.raw().batch("ROLLBACK").unwrap();
+    let metric = async |name: &str| -> u64 {
+        let text = d
+            .client
+            .get(format!("{}/metrics", d.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap()
+    };
+    let mut refused = 0;
+    eventually(
+        "forty failed checkpoints",
+        Duration::from_secs(60),
+        async || {
+            let body = debt(
+                &format!("g{refused}"),
+                "debt.created",
+                "dg",
+                &at(-60),
+                &padding,
+            );
+            if d.send(body).await == 503 {
+                refused += 1;
+            }
+            metric("hooksync_checkpoint_failures_total").await >= 40
+        },
+    )
+    .await;
+    assert!(refused > 0, "commits on a full disk were acknowledged");
+    let ready = d
+        .client
+        .get(format!("{}/readyz", d.admin))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 503, "ready while the disk is full");
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(10)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("WAL checkpoints"))
+        .count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} log lines about failing checkpoints:\n{text}"
+    );
+    drop(disk);
+}

@@ -429,9 +429,11 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// `on_failure` is called for every checkpoint that fails (for the metrics).
     pub fn start(
         opts: &DbOptions,
         interval: std::time::Duration,
+        on_failure: impl Fn() + Send + 'static,
     ) -> Result<Option<Checkpointer>, StoreError> {
         if let DbUrl::Postgres(_) = opts.url {
             return Ok(None);
@@ -448,7 +450,10 @@ impl Checkpointer {
                 {
                     match db.batch("PRAGMA wal_checkpoint(PASSIVE)") {
                         Ok(()) => failing.recover(),
-                        Err(e) => failing.fail(&e),
+                        Err(e) => {
+                            on_failure();
+                            failing.fail(&e);
+                        }
                     }
                 }
                 // Leave a small WAL behind on a clean stop.
