@@ -1,0 +1,14 @@
+-- Comments go with their columns; nothing to undo.
+COMMENT ON TABLE events IS NULL;
+COMMENT ON TABLE debts IS NULL;
+COMMENT ON TABLE followups IS NULL;
+COMMENT ON TABLE payments IS NULL;
+COMMENT ON TABLE payment_plans IS NULL;
+COMMENT ON TABLE notices IS NULL;
+COMMENT ON TABLE invoices IS NULL;
+COMMENT ON TABLE customers IS NULL;
+COMMENT ON TABLE bills IS NULL;
+COMMENT ON TABLE vendors IS NULL;
+COMMENT ON TABLE records IS NULL;
+COMMENT ON TABLE media IS NULL;
+COMMENT ON TABLE hooksync_health IS NULL;
