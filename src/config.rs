@@ -202,8 +202,7 @@ impl ProjectorConfig {
     /// it bounds how long a waiting sender is held up: 32. On PostgreSQL the projector has a
     /// thread and connection of its own and a chunk costs about seven round trips whatever its
     /// size, so larger chunks drain a backlog faster: 128, where the drain gains most of what
-    /// larger chunks give while a sender's p99 under load stays as at 32 (README "PostgreSQL
-    /// and several instances").
+    /// larger chunks give while a sender's p99 under load stays as at 32 (docs/benchmarks.md).
     pub fn batch_for(&self, backend: crate::store::Backend) -> usize {
         self.batch.unwrap_or(match backend {
             crate::store::Backend::Sqlite => 32,

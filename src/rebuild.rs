@@ -1,6 +1,6 @@
 //! `hooksync rebuild`: the domain tables made again from the event log.
 //!
-//! The log is the source of truth (DESIGN.md); the tables are what the projector made of it.
+//! The log is the source of truth (docs/architecture.md); the tables are what the projector made of it.
 //! After a fix to how a provider maps its events, or after someone changed a table by hand,
 //! the tables are emptied and every event that had been applied, found stale or failed is
 //! queued again, in one transaction, with those kept `unhandled` that their provider handles

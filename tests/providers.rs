@@ -131,7 +131,7 @@ async fn every_provider_ends_the_same_whatever_the_order() {
 async fn bill_sample_verifies_as_object_and_as_escaped_string() {
     let app = app().await;
     let sample = hooksync_sample();
-    // Exactly the bytes and signature printed in providers.md.
+    // Exactly the bytes and signature printed in docs/providers.md.
     let printed = Req {
         path: "/webhooks/bill".into(),
         body: sample.clone().into_bytes(),

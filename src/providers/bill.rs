@@ -190,7 +190,7 @@ impl Provider for Bill {
 mod tests {
     use super::*;
 
-    /// The sample in providers.md, signed with `test-security-key-0001`.
+    /// The sample in docs/providers.md, signed with `test-security-key-0001`.
     pub const SAMPLE: &str = r#"{"metadata":{"eventId":"625947c4-8e6b-48f0-ae72-ea9c9375ec27","subscriptionId":"f6d06930-e3e2-4509-be37-4dbda29efc6i","organizationId":"00802DEVKGROHKDIY4zyx","eventType":"bill.created","version":"1"},"bill":{"id":"00n02JZNIEYMNPY99iz9","vendorId":"00902BILKFECNEV2oji1","invoice":{"invoiceNumber":"202601","invoiceDate":"2026-12-15T00:00:00.000Z"},"amount":228.99,"createdTime":"2026-12-15T23:15:23.127+00:00","updatedTime":"2026-12-15T23:15:23.127+00:00","archived":false,"paymentStatus":"UNPAID"}}"#;
     const SIGNATURE: &str = "emqFVljorzffarPtFViHfXjMmoyqfe+4Ev/gd0oFxJ8=";
 

@@ -1,5 +1,5 @@
 //! Realistic streams for BILL, BigLedger (both modes) and Standard Webhooks, each as the
-//! provider puts it on the wire, with every event type providers.md lists for it.
+//! provider puts it on the wire, with every event type docs/providers.md lists for it.
 
 use base64::Engine;
 use serde_json::{json, Value};

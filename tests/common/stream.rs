@@ -1,4 +1,4 @@
-//! A realistic GetBill stream: every event type of providers.md, whole debt lifecycles, ties at
+//! A realistic GetBill stream: every event type of docs/providers.md, whole debt lifecycles, ties at
 //! the same second, deletes followed by late updates, re-creates, numeric ids and exact money.
 
 use rand::seq::SliceRandom;
