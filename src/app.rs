@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Admin};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::inbox::{Inbox, InboxConfig};
 use crate::metrics::Metrics;
 use crate::projector::Projector;
@@ -57,6 +57,34 @@ pub fn endpoints(cfg: &Config) -> anyhow::Result<Vec<Endpoint>> {
         .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// Everything `check-config` checks beyond the file's own form, each by the module that owns
+/// it: the database URL and batch size, the providers' settings and secrets, the media CA
+/// file. `serve`, `rebuild` and `check-config` all go through it.
+pub fn check(cfg: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = DbUrl::parse(&cfg.database.url) {
+        problems.push(format!("database.url: {e}"));
+    }
+    problems.extend(crate::inbox::check(&cfg.database));
+    if let Some(ca) = &cfg.media.extra_ca_file {
+        if let Err(e) = crate::tls::load_certs(ca) {
+            problems.push(format!("media.extra_ca_file: {e}"));
+        }
+    }
+    problems.extend(crate::providers::check(&cfg.endpoints));
+    problems
+}
+
+/// Reads the configuration (file and environment) and checks it whole.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    Config::load_checked(path, &check)
+}
+
+/// A configuration in TOML, checked whole (for tests and tools).
+pub fn config_from_toml(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_checked(text, &check)
+}
+
 /// What the projector applies each source's events with.
 pub fn providers(endpoints: &[Endpoint]) -> HashMap<String, Arc<dyn Provider>> {
     endpoints
@@ -87,7 +115,7 @@ pub async fn run(
     let projector = cfg.projector.enabled.then(|| {
         Projector::new(
             providers(&endpoints),
-            cfg.projector.batch_for(opts.url.backend()),
+            crate::projector::chunk_size(&cfg.projector, opts.url.backend()),
             cfg.projector.max_attempts,
             metrics.clone(),
             cfg.media.enabled.then(|| media_wake.clone()),
@@ -184,4 +212,123 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE_ENDPOINT: &str = r#"
+        [[endpoints]]
+        name = "getbill"
+        path = "/webhooks/getbill"
+        provider = "getbill"
+        secrets = ["k"]
+        "#;
+
+    #[test]
+    fn chunk_and_batch_sizes_follow_the_backend_and_fit_a_statement() {
+        use crate::store::Backend;
+        let unset = config_from_toml(ONE_ENDPOINT).unwrap().projector;
+        assert_eq!(crate::projector::chunk_size(&unset, Backend::Sqlite), 32);
+        assert_eq!(crate::projector::chunk_size(&unset, Backend::Postgres), 128);
+        let set = config_from_toml(&format!("[projector]\nbatch = 7\n{ONE_ENDPOINT}"))
+            .unwrap()
+            .projector;
+        assert_eq!(crate::projector::chunk_size(&set, Backend::Sqlite), 7);
+        assert_eq!(crate::projector::chunk_size(&set, Backend::Postgres), 7);
+        let max = crate::inbox::MAX_BATCH;
+        let big = config_from_toml(&format!(
+            "[database]\nbatch_max = {}\n{ONE_ENDPOINT}",
+            max + 1
+        ));
+        let said = format!("database.batch_max: at most {max}");
+        assert!(
+            matches!(&big, Err(crate::config::ConfigError::Invalid(p)) if p.iter().any(|p| p.starts_with(&said))),
+            "{big:?}"
+        );
+        assert!(
+            config_from_toml(&format!("[database]\nbatch_max = {max}\n{ONE_ENDPOINT}")).is_ok()
+        );
+        let zero = config_from_toml(&format!("[projector]\nbatch = 0\n{ONE_ENDPOINT}"));
+        assert!(
+            matches!(&zero, Err(crate::config::ConfigError::Invalid(p)) if p.iter().any(|p| p == "projector.batch: must be greater than 0")),
+            "{zero:?}"
+        );
+    }
+
+    #[test]
+    fn names_every_bad_key() {
+        let err = config_from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            max_body_byte = 10
+            [database]
+            url = "mysql://x"
+            colour = "blue"
+            [[endpoints]]
+            name = "a"
+            path = "no-slash"
+            provider = "nope"
+            secrets = ["env:HOOKSYNC_TEST_SURELY_UNSET_VAR"]
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "server.max_body_byte: unknown key",
+            "database.colour: unknown key",
+            "database.url",
+            "endpoints[0].path",
+            "endpoints[0].provider: unknown provider \"nope\"",
+            "endpoints[0].secrets[0]: environment variable HOOKSYNC_TEST_SURELY_UNSET_VAR is not set",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn provider_settings_are_checked() {
+        let err = config_from_toml(
+            r#"
+            [[endpoints]]
+            name = "a"
+            path = "/a"
+            provider = "bigledger-topic"
+            [[endpoints]]
+            name = "b"
+            path = "/b"
+            provider = "standard"
+            secrets = ["whsec_%%%"]
+            [[endpoints]]
+            name = "c"
+            path = "/c"
+            provider = "standard"
+            secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            tenant = "t1"
+            [[endpoints]]
+            name = "d"
+            source = "c"
+            path = "/d"
+            provider = "bill"
+            secrets = ["k"]
+            [[endpoints]]
+            name = "e"
+            path = "/e"
+            provider = "bill"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "endpoints[0].topic: required",
+            "endpoints[1].secrets[0]: not a whsec_<base64> secret",
+            "endpoints[2].tenant: standard events carry no tenant",
+            "endpoints[3].source: \"c\" is shared with a standard endpoint",
+            "endpoints[4].secrets: at least one secret is needed",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
 }

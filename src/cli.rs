@@ -35,7 +35,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(cli.config.as_deref()) {
+    let cfg = match crate::app::load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hooksync: {e}");
@@ -46,7 +46,7 @@ pub fn main() -> ExitCode {
         println!(
             "configuration OK: {} endpoint(s), database {}",
             cfg.endpoints.len(),
-            crate::store::redact_url(&cfg.database.url)
+            crate::config::redact_url(&cfg.database.url)
         );
         return ExitCode::SUCCESS;
     }

@@ -349,6 +349,17 @@ pub const MAX_BATCH: usize = crate::store::rows_per_statement(EVENT_WIDTH, 0);
 const _: () = assert!(MAX_BATCH * EVENT_WIDTH <= crate::store::MAX_BINDS && MAX_BATCH >= 2_000);
 const ON_CONFLICT: &str = " ON CONFLICT (source, event_id) DO NOTHING";
 
+/// What the configuration asks of the inbox that it cannot give.
+pub fn check(cfg: &crate::config::DatabaseConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if cfg.batch_max > MAX_BATCH {
+        problems.push(format!(
+            "database.batch_max: at most {MAX_BATCH} (on PostgreSQL a batch is one statement of {EVENT_WIDTH} values per event)"
+        ));
+    }
+    problems
+}
+
 /// Binds one event's values in `INSERT_EVENTS`' column order.
 fn bind_event<'a>(s: Stmt<'a>, ev: &'a NewEvent) -> Stmt<'a> {
     s.text(&ev.source)

@@ -18,6 +18,7 @@ pub mod projection;
 pub mod projector;
 pub mod providers;
 pub mod rebuild;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod timefmt;

@@ -14,6 +14,19 @@ use crate::providers::Provider;
 use crate::store::{marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError};
 use diesel::QueryableByName;
 
+/// The chunk size: `projector.batch`, or one for the backend. On SQLite a chunk runs on the
+/// store thread between ingest batches, so it bounds how long a waiting sender is held up: 32.
+/// On PostgreSQL the projector has a thread and connection of its own and a chunk costs about
+/// seven round trips whatever its size, so larger chunks drain a backlog faster: 128, where the
+/// drain gains most of what larger chunks give while a sender's p99 under load stays as at 32
+/// (docs/benchmarks.md).
+pub fn chunk_size(cfg: &crate::config::ProjectorConfig, backend: Backend) -> usize {
+    cfg.batch.unwrap_or(match backend {
+        Backend::Sqlite => 32,
+        Backend::Postgres => 128,
+    })
+}
+
 pub struct Projector {
     providers: HashMap<String, Arc<dyn Provider>>,
     batch: i64,

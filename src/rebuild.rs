@@ -100,7 +100,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     let mut db = store::open_and_migrate(&opts)?;
     let projector = Projector::new(
         providers.clone(),
-        cfg.projector.batch_for(opts.url.backend()),
+        crate::projector::chunk_size(&cfg.projector, opts.url.backend()),
         cfg.projector.max_attempts,
         Arc::new(Metrics::default()),
         None,

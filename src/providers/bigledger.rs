@@ -9,10 +9,11 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider, When};
-use crate::config::{EndpointConfig, Secret};
+use crate::config::EndpointConfig;
 use crate::projection::{
     col, tomb_for, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tx, RECORDS,
 };
+use crate::secret::Secret;
 
 pub const SIGNATURE_HEADER: &str = "x-signature";
 

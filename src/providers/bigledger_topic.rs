@@ -16,10 +16,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{ct_eq, header, id_text, utf8, AuthError, Envelope, Provider, When};
-use crate::config::{EndpointConfig, Secret};
+use crate::config::EndpointConfig;
 use crate::projection::{
     col, tomb_for, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tx, RECORDS,
 };
+use crate::secret::Secret;
 
 pub struct BigLedgerTopic {
     topic: String,

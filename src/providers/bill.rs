@@ -13,10 +13,11 @@ use serde_json::{Map, Value};
 use super::{
     any_secret_signed, header, id_text, require_secrets, utf8, AuthError, Envelope, Provider, When,
 };
-use crate::config::{EndpointConfig, Secret};
+use crate::config::EndpointConfig;
 use crate::projection::{
     col, tomb_for, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tx, RECORDS,
 };
+use crate::secret::Secret;
 
 pub const SIGNATURE_HEADER: &str = "x-bill-sha-signature";
 

@@ -9,8 +9,9 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope, Provider, When};
-use crate::config::{EndpointConfig, Secret};
+use crate::config::EndpointConfig;
 use crate::projection::{col, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tomb, Tx};
+use crate::secret::Secret;
 
 pub struct GetBill {
     secrets: Vec<Secret>,

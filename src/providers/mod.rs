@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::config::{EndpointConfig, Secret};
+use crate::config::EndpointConfig;
 use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
+use crate::secret::Secret;
 
 type Build = fn(&EndpointConfig, Vec<Secret>) -> Result<Arc<dyn Provider>, String>;
 
@@ -50,6 +51,34 @@ pub fn build(cfg: &EndpointConfig, secrets: Vec<Secret>) -> Result<Arc<dyn Provi
             )
         })?;
     build(cfg, secrets)
+}
+
+/// Whether each endpoint's secrets resolve and its provider takes its settings; each problem
+/// starts with the key it concerns (`endpoints[0].secrets[1]: ...`).
+pub fn check(endpoints: &[EndpointConfig]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let at = format!("endpoints[{i}]");
+        let mut secrets = Vec::new();
+        for (j, spec) in ep.secrets.iter().enumerate() {
+            match Secret::resolve(spec) {
+                Ok(s) => secrets.push(s),
+                Err(e) => problems.push(format!("{at}.secrets[{j}]: {e}")),
+            }
+        }
+        if !kinds().contains(&ep.provider.as_str()) {
+            problems.push(format!(
+                "{at}.provider: unknown provider {:?} (known: {})",
+                ep.provider,
+                kinds().join(", ")
+            ));
+        } else if secrets.len() == ep.secrets.len() {
+            if let Err(e) = Endpoint::from_parts(ep, secrets) {
+                problems.push(format!("{at}.{e}"));
+            }
+        }
+    }
+    problems
 }
 
 /// For signed providers: at least one secret.

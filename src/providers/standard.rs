@@ -11,8 +11,9 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::{ct_eq, header, hmac_sha256, id_text, utf8, AuthError, Envelope, Provider, When};
-use crate::config::{EndpointConfig, Secret};
+use crate::config::EndpointConfig;
 use crate::projection::{tomb_for, Outcome, ProjectError, QueuedEvent, Tx, RECORDS};
+use crate::secret::Secret;
 
 /// How far a timestamp may be from now, in seconds.
 pub const TOLERANCE_SECS: i64 = 300;

@@ -13,6 +13,7 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+pub use crate::config::redact_url;
 pub use stmt::{marks, rows_per_statement, Bind, Stmt, MAX_BINDS};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -174,25 +175,6 @@ impl DbUrl {
             DbUrl::Postgres(_) => Backend::Postgres,
         }
     }
-}
-
-/// A database URL fit for a log line: user and password, and a `password=` parameter, hidden.
-pub fn redact_url(url: &str) -> String {
-    let mut out = match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
-    };
-    if let Some(q) = out.find('?') {
-        let params: Vec<String> = out[q + 1..]
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out = format!("{}?{}", &out[..q], params.join("&"));
-    }
-    out
 }
 
 /// A lost server must not hang a reconnect for the operating system's TCP timeout: libpq waits

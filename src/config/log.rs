@@ -1,0 +1,25 @@
+//! `[log]`: level and format.
+
+use serde::Deserialize;
+
+use super::text;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `hooksync=debug,info`); `RUST_LOG` wins when set.
+    #[serde(deserialize_with = "text::one")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(deserialize_with = "text::one")]
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
