@@ -619,7 +619,7 @@ fn signed_event(
     run: u64,
     conn: usize,
     n: u64,
-) -> hooksync::providers::NewEvent {
+) -> hooksync::event::NewEvent {
     let (sig, b) = body(run, conn, n);
     headers.insert("x-getbill-signature", sig.parse().unwrap());
     let verified = endpoint.verify(headers, &b).expect("signed");
@@ -858,10 +858,10 @@ fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
             let slice_start = Instant::now();
             while slice_start.elapsed() < slice {
                 // As 32 senders' events arrive: one from each of `size` of them.
-                let events: Vec<hooksync::providers::NewEvent> = (0..size)
+                let events: Vec<hooksync::event::NewEvent> = (0..size)
                     .map(|i| signed_event(&endpoint, &mut headers, run, i, commits))
                     .collect();
-                let refs: Vec<&hooksync::providers::NewEvent> = events.iter().collect();
+                let refs: Vec<&hooksync::event::NewEvent> = events.iter().collect();
                 let t = Instant::now();
                 let stored = hooksync::inbox::store_batch(&mut db, &refs).expect("committed");
                 commits += 1;

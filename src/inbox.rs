@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::event::{EventStatus, NewEvent};
 use crate::media;
 use crate::metrics::Metrics;
 use crate::outage::Outage;
 use crate::projector::Projector;
-use crate::providers::{EventStatus, NewEvent};
 use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

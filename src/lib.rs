@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod event;
 pub mod inbox;
 pub mod listener;
 pub mod media;

@@ -22,9 +22,10 @@ use common::providers::{
 };
 use common::stream::{lifecycle, signed};
 use common::{sign, Req, PATH, SECRET};
+use hooksync::event::EventStatus;
 use hooksync::providers::{
     canonical_number, json_depth_ok, json_keys_unique, json_storable, number_growth, Endpoint,
-    EventLimits, EventStatus,
+    EventLimits,
 };
 use proptest::prelude::*;
 

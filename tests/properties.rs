@@ -16,9 +16,10 @@ use common::providers::{bigledger_stream, bill_stream, endpoints, standard_strea
 use common::stream::{lifecycle, signed};
 use common::{Reader, Req, PATH, SECRET};
 use hooksync::config::Config;
+use hooksync::event::NewEvent;
 use hooksync::metrics::Metrics;
 use hooksync::projector::Projector;
-use hooksync::providers::{EventLimits, NewEvent};
+use hooksync::providers::EventLimits;
 use proptest::prelude::*;
 
 const TABLES: &[&str] = &[

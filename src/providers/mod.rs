@@ -14,11 +14,12 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::config::EndpointConfig;
+use crate::event::{EventStatus, NewEvent};
 use crate::projection::{Outcome, ProjectError, QueuedEvent, Tx};
 use crate::secret::Secret;
 
@@ -626,71 +627,6 @@ pub struct EventLimits {
 pub enum Refusal {
     #[error("event belongs to another tenant")]
     Tenant,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventStatus {
-    Queued,
-    Unhandled,
-    Invalid,
-}
-
-impl EventStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Queued => "queued",
-            EventStatus::Unhandled => "unhandled",
-            EventStatus::Invalid => "invalid",
-        }
-    }
-}
-
-/// An authentic event ready for the inbox.
-#[derive(Debug)]
-pub struct NewEvent {
-    pub source: Arc<str>,
-    pub provider: &'static str,
-    pub event_id: String,
-    pub event_type: Option<String>,
-    pub occurred_at: String,
-    pub rank: i64,
-    pub received_at: String,
-    pub tenant: Option<String>,
-    pub payload: Option<String>,
-    /// The body as received, kept only when it could not be read as an event.
-    pub raw_body: Option<Vec<u8>>,
-    pub status: EventStatus,
-    pub last_error: Option<String>,
-    /// Why `occurred_at` is the time of receipt rather than the time the event names.
-    pub time_note: Option<String>,
-}
-
-impl NewEvent {
-    /// An authentic body that cannot be stored as an event: kept whole, under the SHA-256 of
-    /// its bytes (so a re-delivery is a duplicate), with the reason.
-    pub fn invalid(
-        source: Arc<str>,
-        provider: &'static str,
-        body: Vec<u8>,
-        received_at: String,
-        why: String,
-    ) -> NewEvent {
-        NewEvent {
-            source,
-            provider,
-            event_id: format!("sha256:{}", hex::encode(Sha256::digest(&body))),
-            event_type: None,
-            occurred_at: received_at.clone(),
-            rank: 1,
-            received_at,
-            tenant: None,
-            payload: None,
-            raw_body: Some(body),
-            status: EventStatus::Invalid,
-            last_error: Some(why),
-            time_note: None,
-        }
-    }
 }
 
 impl Endpoint {
