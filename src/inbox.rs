@@ -20,7 +20,7 @@ use crate::event::{EventStatus, NewEvent};
 use crate::media;
 use crate::metrics::Metrics;
 use crate::outage::Outage;
-use crate::projector::Projector;
+use crate::projector::{run_chunk, Chunk, Projector};
 use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,17 +85,8 @@ impl Inbox {
         // a chunk never holds up a batch; SQLite has one writer, so there they share the thread.
         let (projector, beside) = match (projector, db.backend()) {
             (Some(p), Backend::Postgres) => {
-                let (wake, woken) = mpsc::sync_channel(1);
-                let thread = ProjectorThread {
-                    projector: p,
-                    opts: cfg.db.clone(),
-                    woken,
-                    poll: cfg.poll_interval,
-                };
-                let handle = std::thread::Builder::new()
-                    .name("hooksync-project".into())
-                    .spawn(move || thread.run())?;
-                (None, Some((wake, handle)))
+                let beside = crate::projector::spawn_beside(p, cfg.db.clone(), cfg.poll_interval)?;
+                (None, Some(beside))
             }
             (p, _) => (p, None),
         };
@@ -203,73 +194,6 @@ struct StoreThread {
 /// How long a failed ingest commit keeps `/readyz` failing when nothing commits after it: the
 /// `Retry-After` a refused sender is given.
 const NOT_READY_AFTER_FAILED_COMMIT: Duration = Duration::from_secs(5);
-
-/// The projector on a thread and connection of its own (PostgreSQL).
-struct ProjectorThread {
-    projector: Projector,
-    opts: DbOptions,
-    woken: Receiver<()>,
-    poll: Duration,
-}
-
-impl ProjectorThread {
-    /// Runs chunks while there is work, then waits to be told of new events (or for the
-    /// poll interval: other instances queue events too). Stops when the store thread does.
-    fn run(self) {
-        let mut conn: Option<Db> = None;
-        loop {
-            let db = match conn.take() {
-                Some(db) => Ok(db),
-                None => Db::connect(&self.opts),
-            };
-            let more = match db {
-                Ok(mut db) => match run_chunk(&self.projector, &mut db) {
-                    Chunk::Failed => false,
-                    done => {
-                        conn = Some(db);
-                        done == Chunk::More
-                    }
-                },
-                Err(e) => {
-                    self.projector.cannot_connect(&e);
-                    false
-                }
-            };
-            let stopped = if more {
-                matches!(self.woken.try_recv(), Err(TryRecvError::Disconnected))
-            } else {
-                matches!(
-                    self.woken.recv_timeout(self.poll),
-                    Err(RecvTimeoutError::Disconnected)
-                )
-            };
-            if stopped {
-                break;
-            }
-        }
-        tracing::info!("projector stopped");
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Chunk {
-    /// Events were applied; there may be more.
-    More,
-    /// Nothing was queued.
-    Idle,
-    /// Rolled back: the caller drops the connection and tries again at the next poll.
-    Failed,
-}
-
-/// Runs one chunk; a failed one is rolled back (and logged by the projector) and tried again
-/// at the next poll.
-fn run_chunk(projector: &Projector, db: &mut Db) -> Chunk {
-    match projector.run_chunk(db) {
-        Ok(0) => Chunk::Idle,
-        Ok(_) => Chunk::More,
-        Err(_) => Chunk::Failed,
-    }
-}
 
 /// Spaces out connection attempts after one fails: 50 ms, doubling up to the poll interval.
 /// While the database is away, events are answered 503 at once instead of every batch trying

@@ -1,17 +1,21 @@
 //! The projector: applies queued events in the order they happened, a bounded chunk at a
 //! time. On SQLite it runs on the store thread between ingest batches, so a waiting sender is
-//! never held up by more than one chunk; on PostgreSQL on its own thread and connection (see
-//! `inbox`).
+//! never held up by more than one chunk; on PostgreSQL on a thread and connection of its own
+//! ([`spawn_beside`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
-use crate::store::{marks, rows_per_statement, Backend, Db, Durability, Sql, Stmt, StoreError};
+use crate::store::{
+    marks, rows_per_statement, Backend, Db, DbOptions, Durability, Sql, Stmt, StoreError,
+};
 use diesel::QueryableByName;
 
 /// The chunk size: `projector.batch`, or one for the backend. On SQLite a chunk runs on the
@@ -400,6 +404,95 @@ fn takes_writes(db: &mut Db, e: &StoreError) -> bool {
             ))
     );
     !lost && db.heartbeat().is_ok()
+}
+
+/// Starts the projector on a thread and connection of its own (PostgreSQL), beside the store
+/// thread: a chunk (a few milliseconds) then never holds up a batch. Returns the sender that
+/// wakes it when new events are stored, and the thread to join; it stops when that sender is
+/// dropped.
+pub(crate) fn spawn_beside(
+    projector: Projector,
+    opts: DbOptions,
+    poll: std::time::Duration,
+) -> std::io::Result<(SyncSender<()>, std::thread::JoinHandle<()>)> {
+    let (wake, woken) = std::sync::mpsc::sync_channel(1);
+    let thread = ProjectorThread {
+        projector,
+        opts,
+        woken,
+        poll,
+    };
+    let handle = std::thread::Builder::new()
+        .name("hooksync-project".into())
+        .spawn(move || thread.run())?;
+    Ok((wake, handle))
+}
+
+/// The projector on a thread and connection of its own (PostgreSQL).
+struct ProjectorThread {
+    projector: Projector,
+    opts: DbOptions,
+    woken: Receiver<()>,
+    poll: Duration,
+}
+
+impl ProjectorThread {
+    /// Runs chunks while there is work, then waits to be told of new events (or for the
+    /// poll interval: other instances queue events too). Stops when the store thread does.
+    fn run(self) {
+        let mut conn: Option<Db> = None;
+        loop {
+            let db = match conn.take() {
+                Some(db) => Ok(db),
+                None => Db::connect(&self.opts),
+            };
+            let more = match db {
+                Ok(mut db) => match run_chunk(&self.projector, &mut db) {
+                    Chunk::Failed => false,
+                    done => {
+                        conn = Some(db);
+                        done == Chunk::More
+                    }
+                },
+                Err(e) => {
+                    self.projector.cannot_connect(&e);
+                    false
+                }
+            };
+            let stopped = if more {
+                matches!(self.woken.try_recv(), Err(TryRecvError::Disconnected))
+            } else {
+                matches!(
+                    self.woken.recv_timeout(self.poll),
+                    Err(RecvTimeoutError::Disconnected)
+                )
+            };
+            if stopped {
+                break;
+            }
+        }
+        tracing::info!("projector stopped");
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    /// Events were applied; there may be more.
+    More,
+    /// Nothing was queued.
+    Idle,
+    /// Rolled back: the caller drops the connection and tries again at the next poll.
+    Failed,
+}
+
+/// Runs one chunk; a failed one is rolled back (and logged by the projector) and tried again
+/// at the next poll.
+pub(crate) fn run_chunk(projector: &Projector, db: &mut Db) -> Chunk {
+    match projector.run_chunk(db) {
+        Ok(0) => Chunk::Idle,
+        Ok(_) => Chunk::More,
+        Err(_) => Chunk::Failed,
+    }
 }
 
 /// Why a chunk's transaction was rolled back.
