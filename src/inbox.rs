@@ -7,7 +7,7 @@
 //! projector a chunk at a time between batches, so the two never wait on each other's locks.
 //! On PostgreSQL the projector has a thread and connection of its own: a chunk (a few
 //! milliseconds) then never holds up a batch, and the store thread's wait for each commit's
-//! flush is no longer the projector's too.
+//! flush is not the projector's.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
