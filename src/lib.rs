@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod inbox;
+pub mod json;
 pub mod listener;
 pub mod media;
 pub mod metrics;

@@ -739,7 +739,7 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
     let v = get_path(data, c.path).filter(|v| !v.is_null());
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => crate::providers::canonical_number(n.as_str()).into_owned(),
+        Value::Number(n) => crate::json::canonical_number(n.as_str()).into_owned(),
         other => other.to_string(),
     };
     match c.kind {

@@ -23,10 +23,10 @@ use common::providers::{
 use common::stream::{lifecycle, signed};
 use common::{sign, Req, PATH, SECRET};
 use hooksync::event::EventStatus;
-use hooksync::providers::{
-    canonical_number, json_depth_ok, json_keys_unique, json_storable, number_growth, Endpoint,
-    EventLimits,
+use hooksync::json::{
+    canonical_number, json_depth_ok, json_keys_unique, json_storable, number_growth,
 };
+use hooksync::providers::{Endpoint, EventLimits};
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {
@@ -356,7 +356,7 @@ proptest! {
             None => prop_assert!(json_storable(&lit).is_err()),
         }
         if json_storable(&format!("[{lit}]")).is_ok() {
-            prop_assert!(grew <= hooksync::providers::NUMBER_GROWTH_MAX);
+            prop_assert!(grew <= hooksync::json::NUMBER_GROWTH_MAX);
         }
     }
 

@@ -668,7 +668,7 @@ fn pg_numbers_read_back_as_the_projector_reads_them_on_sqlite() {
     ));
     for (lit, pg) in literals.iter().zip(printed.as_array().unwrap()) {
         assert_eq!(
-            hooksync::providers::canonical_number(lit),
+            hooksync::json::canonical_number(lit),
             pg.as_str().unwrap(),
             "{lit}"
         );
