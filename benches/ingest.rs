@@ -795,6 +795,7 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
             writer_nice: hooksync::config::DatabaseConfig::default().writer_nice,
         },
         None,
+        None,
         metrics.clone(),
     )
     .expect("inbox");

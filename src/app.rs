@@ -121,6 +121,19 @@ pub async fn run(
             cfg.media.enabled.then(|| media_wake.clone()),
         )
     });
+    // PostgreSQL takes the projector's writes beside ingest's on a connection of its own, so a
+    // chunk never holds up a batch; SQLite has one writer, so there they share the store thread.
+    let (work, beside): (Option<Box<dyn crate::inbox::Background>>, _) =
+        match (projector, opts.url.backend()) {
+            (Some(p), store::Backend::Postgres) => {
+                let poll = Duration::from_millis(cfg.projector.poll_interval_ms);
+                let beside = crate::projector::spawn_beside(p, opts.clone(), poll)
+                    .context("cannot start the projector thread")?;
+                (None, Some(beside))
+            }
+            (Some(p), store::Backend::Sqlite) => (Some(Box::new(p)), None),
+            (None, _) => (None, None),
+        };
     let (inbox, store_thread) = Inbox::start(
         db,
         InboxConfig {
@@ -131,7 +144,8 @@ pub async fn run(
             poll_interval: Duration::from_millis(cfg.projector.poll_interval_ms),
             writer_nice: cfg.database.writer_nice,
         },
-        projector,
+        work,
+        beside,
         metrics.clone(),
     )
     .context("cannot start the store thread")?;

@@ -20,7 +20,6 @@ use crate::event::{EventStatus, NewEvent};
 use crate::media;
 use crate::metrics::Metrics;
 use crate::outage::Outage;
-use crate::projector::{run_chunk, Chunk, Projector};
 use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,30 +72,25 @@ pub struct InboxConfig {
 }
 
 impl Inbox {
-    /// Starts the store thread on an open, migrated database.
+    /// Starts the store thread on an open, migrated database. `work` is what the thread runs
+    /// between batches (the projector on SQLite, which has one writer); `beside` is a thread
+    /// that works on a connection of its own (the projector on PostgreSQL), woken when new events
+    /// are stored and joined when this one stops.
     pub fn start(
         db: Db,
         cfg: InboxConfig,
-        projector: Option<Projector>,
+        work: Option<Box<dyn Background>>,
+        beside: Option<Beside>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Inbox, JoinHandle<()>)> {
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
-        // PostgreSQL takes the projector's writes beside ingest's on a connection of its own, so
-        // a chunk never holds up a batch; SQLite has one writer, so there they share the thread.
-        let (projector, beside) = match (projector, db.backend()) {
-            (Some(p), Backend::Postgres) => {
-                let beside = crate::projector::spawn_beside(p, cfg.db.clone(), cfg.poll_interval)?;
-                (None, Some(beside))
-            }
-            (p, _) => (p, None),
-        };
         let worker = StoreThread {
             db: Some(db),
             opts: cfg.db,
             reconnect: Reconnect::new(cfg.poll_interval),
             writes: Outage::new("database writes"),
             rx,
-            projector,
+            projector: work,
             beside,
             batch_max: cfg.batch_max,
             poll: cfg.poll_interval,
@@ -169,6 +163,29 @@ impl Inbox {
     }
 }
 
+/// Work the store thread does on its own connection between batches, a bounded step at a time
+/// so that a waiting sender is held up by one step at most.
+pub trait Background: Send {
+    fn step(&mut self, db: &mut Db) -> Step;
+    /// The thread could not open a connection for the step.
+    fn cannot_connect(&mut self, e: &StoreError);
+}
+
+/// How one step of background work went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Work was done; there may be more.
+    More,
+    /// Nothing to do.
+    Idle,
+    /// Rolled back: the connection is dropped and the step tried again at the next poll.
+    Failed,
+}
+
+/// A thread working beside the store thread on a connection of its own: the sender that wakes
+/// it, and the thread to join.
+pub type Beside = (SyncSender<()>, JoinHandle<()>);
+
 struct StoreThread {
     db: Option<Db>,
     opts: DbOptions,
@@ -176,11 +193,11 @@ struct StoreThread {
     /// Commits, pings and media reads and writes failing while the database is away.
     writes: Outage,
     rx: Receiver<Command>,
-    /// The projector when it runs on this thread (SQLite).
-    projector: Option<Projector>,
-    /// The projector's own thread (PostgreSQL): told when new events are queued, and joined
-    /// when this thread stops.
-    beside: Option<(SyncSender<()>, JoinHandle<()>)>,
+    /// What runs on this thread between batches (the projector, on SQLite).
+    projector: Option<Box<dyn Background>>,
+    /// A thread working beside this one (the projector, on PostgreSQL): told when new events
+    /// are queued, and joined when this thread stops.
+    beside: Option<Beside>,
     batch_max: usize,
     poll: Duration,
     metrics: Arc<Metrics>,
@@ -399,25 +416,25 @@ impl StoreThread {
 
     /// Runs one projector chunk; true while there may be more to do.
     fn project_chunk(&mut self) -> bool {
-        let Some(projector) = self.projector.take() else {
+        let Some(mut work) = self.projector.take() else {
             return false;
         };
         let chunk = match self.connection() {
-            Ok(db) => run_chunk(&projector, db),
+            Ok(db) => work.step(db),
             Err(e) => {
-                projector.cannot_connect(&e);
-                Chunk::Failed
+                work.cannot_connect(&e);
+                Step::Failed
             }
         };
-        self.projector = Some(projector);
-        if chunk == Chunk::More {
+        self.projector = Some(work);
+        if chunk == Step::More {
             // The projector's commits grow the write-ahead log too.
             self.committed();
         }
-        if chunk == Chunk::Failed {
+        if chunk == Step::Failed {
             self.db = None;
         }
-        chunk == Chunk::More
+        chunk == Step::More
     }
 
     /// Commits one batch and answers its requests; true when new queued events were stored.

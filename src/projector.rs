@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::inbox::{Background, Beside, Step};
 use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
@@ -410,11 +411,11 @@ fn takes_writes(db: &mut Db, e: &StoreError) -> bool {
 /// thread: a chunk (a few milliseconds) then never holds up a batch. Returns the sender that
 /// wakes it when new events are stored, and the thread to join; it stops when that sender is
 /// dropped.
-pub(crate) fn spawn_beside(
+pub fn spawn_beside(
     projector: Projector,
     opts: DbOptions,
-    poll: std::time::Duration,
-) -> std::io::Result<(SyncSender<()>, std::thread::JoinHandle<()>)> {
+    poll: Duration,
+) -> std::io::Result<Beside> {
     let (wake, woken) = std::sync::mpsc::sync_channel(1);
     let thread = ProjectorThread {
         projector,
@@ -448,10 +449,10 @@ impl ProjectorThread {
             };
             let more = match db {
                 Ok(mut db) => match run_chunk(&self.projector, &mut db) {
-                    Chunk::Failed => false,
+                    Step::Failed => false,
                     done => {
                         conn = Some(db);
-                        done == Chunk::More
+                        done == Step::More
                     }
                 },
                 Err(e) => {
@@ -475,23 +476,24 @@ impl ProjectorThread {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    /// Events were applied; there may be more.
-    More,
-    /// Nothing was queued.
-    Idle,
-    /// Rolled back: the caller drops the connection and tries again at the next poll.
-    Failed,
-}
-
 /// Runs one chunk; a failed one is rolled back (and logged by the projector) and tried again
 /// at the next poll.
-pub(crate) fn run_chunk(projector: &Projector, db: &mut Db) -> Chunk {
+fn run_chunk(projector: &Projector, db: &mut Db) -> Step {
     match projector.run_chunk(db) {
-        Ok(0) => Chunk::Idle,
-        Ok(_) => Chunk::More,
-        Err(_) => Chunk::Failed,
+        Ok(0) => Step::Idle,
+        Ok(_) => Step::More,
+        Err(_) => Step::Failed,
+    }
+}
+
+/// On SQLite the projector runs on the store thread between ingest batches, a chunk a step.
+impl Background for Projector {
+    fn step(&mut self, db: &mut Db) -> Step {
+        run_chunk(self, db)
+    }
+
+    fn cannot_connect(&mut self, e: &StoreError) {
+        Projector::cannot_connect(self, e)
     }
 }
 
