@@ -27,36 +27,10 @@ pub fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into())
 }
 
-/// The largest request head a listener takes: the request line and every header, counted as
-/// sent (name, `: `, value, line end). A larger one gets 431. hyper stops reading a head once
-/// its buffer holds this much, but one read may bring more than that at once, so the limit is
-/// checked again on the parsed head.
+/// The largest request head a listener takes: the request line and every header. A larger one
+/// gets 431 from hyper before any handler sees it. `max_buf_size` alone is not that limit: one
+/// read may bring more than it into the buffer, and a head that arrives whole in it is taken.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// The size of a parsed request head, as sent.
-fn head_bytes<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
-    req.headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + line
-}
-
-fn head_too_large() -> Response<Body> {
-    let mut r = Response::new(full("{\"error\":\"request headers too large\"}"));
-    *r.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
-    r
-}
 
 /// What one listener serves: a handler from request (and the peer's address) to response.
 pub trait Handler: Send + Sync + 'static {
@@ -188,12 +162,7 @@ pub async fn serve<H: Handler>(
             let _places = (permit, slot);
             let service = service_fn(move |req| {
                 let handler = handler.clone();
-                async move {
-                    if head_bytes(&req) > MAX_HEAD_BYTES {
-                        return Ok::<_, Infallible>(head_too_large());
-                    }
-                    Ok(handler.handle(req, peer).await)
-                }
+                async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
             });
             let result = match tls {
                 Some(acceptor) => {
