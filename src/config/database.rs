@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::text;
 
 #[derive(Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// May hold a password: printed only through [`redact_url`].
     #[serde(deserialize_with = "text::one")]

@@ -6,6 +6,7 @@ use super::text;
 
 /// `Debug` is written by hand below: `secrets` and `auth_header.value` may hold literal secrets.
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     #[serde(deserialize_with = "text::one")]
     pub name: String,
@@ -37,6 +38,7 @@ impl EndpointConfig {
 }
 
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthHeaderConfig {
     #[serde(deserialize_with = "text::one")]
     pub name: String,

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::text;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter (`info`, `hooksync=debug,info`); `RUST_LOG` wins when set.
     #[serde(deserialize_with = "text::one")]

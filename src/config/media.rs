@@ -8,7 +8,7 @@ use super::text;
 
 /// Pre-fetching of call recordings and letters (presigned URLs that expire).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
     pub enabled: bool,
     /// Where files go: `<dir>/<source>/<followup>-<kind>[.ext]`.

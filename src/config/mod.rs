@@ -32,6 +32,7 @@ pub use server::ServerConfig;
 use env::EnvOverrides;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
@@ -59,24 +60,14 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// A key as the rest of `check-config` spells it: `endpoints[1].name`.
-fn key_of(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
-        Path::Map { parent, key } => match key_of(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_of(parent),
-    }
+/// Whether serde refused a key no struct has (`deny_unknown_fields`). serde's error carries
+/// no kind, only its message, "unknown field `x`, expected ..."; the error's path names the key.
+fn is_unknown_key(message: &str) -> bool {
+    message.starts_with("unknown field `")
 }
 
-/// How many values of the wrong type `check-config` reports before it stops looking.
-const MAX_TYPE_ERRORS: usize = 64;
+/// How many bad keys `check-config` reports before it stops looking.
+const MAX_BAD_KEYS: usize = 64;
 
 /// Removes the value at `path` from its table, or the whole list when `path` is an element of
 /// one (an element cannot go without renumbering the ones after it). Returns the key removed,
@@ -177,21 +168,28 @@ impl Config {
         let mut problems = Vec::new();
         let mut unknown: Vec<String> = Vec::new();
         let mut taken_out: Vec<String> = Vec::new();
-        // serde stops at the first value of the wrong type. Each one is noted and taken out of
-        // the tree (its default applies) and the parse runs again, so the keys after it are
-        // still checked: an operator sees every bad key in one pass.
+        // serde stops at the first key it refuses (unknown, or of the wrong type). Each one is
+        // noted and taken out of the tree (a default applies to a value taken out) and the parse
+        // runs again, so the keys after it are still checked: an operator sees every bad key in
+        // one pass, for one more parse per bad key.
         let parsed = loop {
-            let mut note = |path: serde_ignored::Path<'_>| {
-                let key = key_of(&path);
-                if !unknown.contains(&key) {
-                    unknown.push(key);
-                }
-            };
-            let de = serde_ignored::Deserializer::new(tree.clone(), &mut note);
-            match serde_path_to_error::deserialize::<_, Config>(de) {
+            match serde_path_to_error::deserialize::<_, Config>(tree.clone()) {
                 Ok(cfg) => break Some(cfg),
                 Err(e) => {
                     let path = e.path().to_string();
+                    let why = e.inner().to_string();
+                    if is_unknown_key(&why) {
+                        // The path names the unknown key itself.
+                        if unknown.contains(&path) || unknown.len() >= MAX_BAD_KEYS {
+                            break None;
+                        }
+                        let removed = take_out(&mut tree, e.path());
+                        unknown.push(path);
+                        if removed.is_some() {
+                            continue;
+                        }
+                        break None;
+                    }
                     // A required key taken out earlier now reads as missing: not the file's fault.
                     let ours = taken_out.iter().any(|t| {
                         t == &path
@@ -201,11 +199,10 @@ impl Config {
                     });
                     if !ours {
                         // The config crate names the key again, in its own spelling.
-                        let why = e.inner().to_string();
                         let why = why.split(" for key `").next().unwrap_or_default();
                         problems.push(format!("{path}: {why}"));
                     }
-                    if ours || taken_out.len() >= MAX_TYPE_ERRORS {
+                    if ours || taken_out.len() >= MAX_BAD_KEYS {
                         break None;
                     }
                     match take_out(&mut tree, e.path()) {

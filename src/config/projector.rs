@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProjectorConfig {
     pub enabled: bool,
     /// Most events applied in one transaction. Unset, it depends on the backend: see

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::text;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "text::optional_path")]
