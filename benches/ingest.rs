@@ -839,7 +839,7 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
 }
 
 /// Commits batches of each of `COMMIT_SIZES` signed events back to back on one connection with
-/// the store thread's own commit (`hooksync::inbox::store_batch`), nothing else running: how many
+/// the store thread's own commit (`hooksync::testkit::store_batch`), nothing else running: how many
 /// events a second the store takes at each batch size, and the time of one commit. The sizes
 /// take turns in slices of a quarter second, `dur` each in all, so both see the same disk (its
 /// speed moves within seconds here). Only the commits are timed (with the checkpoint the store
@@ -864,9 +864,9 @@ fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
                     .collect();
                 let refs: Vec<&hooksync::event::NewEvent> = events.iter().collect();
                 let t = Instant::now();
-                let stored = hooksync::inbox::store_batch(&mut db, &refs).expect("committed");
+                let stored = hooksync::testkit::store_batch(&mut db, &refs).expect("committed");
                 commits += 1;
-                hooksync::inbox::checkpoint_if_due(&mut db, commits).expect("checkpoint");
+                hooksync::testkit::checkpoint_if_due(&mut db, commits).expect("checkpoint");
                 busy[k] += t.elapsed();
                 counts[k] += 1;
                 assert!(stored.iter().all(|&new| new), "every event is new");

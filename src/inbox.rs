@@ -263,9 +263,9 @@ impl Reconnect {
 const CHECKPOINT_EVERY: u64 = 512;
 
 /// Finishes a checkpoint from the writer's connection after every [`CHECKPOINT_EVERY`]th
-/// commit (`commits` counts them, the one just made included), as the store thread does; public
-/// so that the benchmark's commits follow the same rule.
-pub fn checkpoint_if_due(db: &mut Db, commits: u64) -> Result<(), StoreError> {
+/// commit (`commits` counts them, the one just made included), as the store thread does (the
+/// benchmark's commits follow the same rule, through `testkit`).
+pub(crate) fn checkpoint_if_due(db: &mut Db, commits: u64) -> Result<(), StoreError> {
     if commits % CHECKPOINT_EVERY == 0 {
         db.finish_checkpoint()
     } else {
@@ -574,8 +574,8 @@ impl StoreThread {
 }
 
 /// Stores a batch durably in one commit, skipping known ids; says for each event whether it is
-/// new. The store thread's commit, public so that the benchmark can time it on its own.
-pub fn store_batch(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+/// new. The store thread's commit (the benchmark times it on its own, through `testkit`).
+pub(crate) fn store_batch(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
     match db.backend() {
         // One statement is its own transaction, committed with `synchronous_commit = on`
         // before the server answers: one round trip instead of three.

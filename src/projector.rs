@@ -64,7 +64,7 @@ enum Applied {
 /// stay locked until the chunk commits, and other instances' projectors skip them and take
 /// the next ones, so no event is applied twice. The ORDER BY names the table's columns: a bare
 /// `occurred_at` would mean the formatted output column on PostgreSQL and sort the whole queue.
-pub fn next_queued_sql(b: Backend) -> &'static str {
+pub(crate) fn next_queued_sql(b: Backend) -> &'static str {
     NEXT_QUEUED.get(b)
 }
 

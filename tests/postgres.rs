@@ -346,7 +346,7 @@ fn pg_next_chunk_reads_the_queue_index() {
     .unwrap();
     let sql = format!(
         "EXPLAIN {}",
-        hooksync::projector::next_queued_sql(Backend::Postgres)
+        hooksync::testkit::next_queued_sql(Backend::Postgres)
     );
     let plan: Vec<PlanLine> = db.load(Stmt::new(&sql).int(32)).unwrap();
     let text: Vec<&str> = plan.iter().map(|p| p.line.as_str()).collect();

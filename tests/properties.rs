@@ -86,7 +86,7 @@ fn deliver(batches: &[Vec<&Req>]) -> (tempfile::TempDir, Reader) {
             })
             .collect();
         let refs: Vec<&NewEvent> = events.iter().collect();
-        hooksync::inbox::store_batch(&mut db, &refs).unwrap();
+        hooksync::testkit::store_batch(&mut db, &refs).unwrap();
         while projector.run_chunk(&mut db).unwrap() > 0 {}
     }
     let reader = Reader::open_url(&cfg.database.url);
