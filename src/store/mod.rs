@@ -3,6 +3,7 @@
 //!
 //! Everything above this module speaks to `Db`; backends differ only inside it.
 
+pub mod rows;
 mod stmt;
 
 use std::path::PathBuf;

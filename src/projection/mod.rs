@@ -1,15 +1,10 @@
-//! How an event becomes rows: the shared, order-independent row guard.
-//!
-//! Each domain row keeps the merged provider object in `data` and, in `versions`, the position
-//! `(occurred_at, lifecycle rank, arrival seq)` of the event that last wrote each top-level
-//! field, of the tombstone (`$del`) and of the row (`$last`). A field is written only by an
-//! event whose position is newer than the field's. That makes applying events commutative and
-//! idempotent: whatever order events arrive in, and however often, every row ends as if the
-//! events had been applied one by one in time order. An event none of whose fields is newer
-//! changes nothing and is marked `stale`. Deletes set a tombstone that only a newer create
-//! clears, so a late update cannot resurrect a deleted row.
+//! How an event becomes rows: a chunk's rows read (and locked) at once, merged in memory by
+//! the row guard (`guard`), and written once; the typed columns derived from the merged object.
 //!
 //! Every typed column is derived from the merged `data`, so columns and `data` cannot disagree.
+//! The statements themselves are the store's (`store::rows`); media rows are `media`'s.
+
+mod guard;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -18,14 +13,15 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::{Map, Value};
 
-use crate::store::{marks, rows_per_statement, Backend, Bind, Db, Stmt, StoreError};
+use crate::store::{rows, rows_per_statement, Backend, Bind, Db, Stmt, StoreError};
+use guard::RowState;
 
 /// How a column's value is read from the provider object.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
-    /// Strings as they are; numbers as their decimal text; objects as JSON text.
+    /// Strings as they are; numbers as PostgreSQL's `jsonb` prints them; objects as JSON text.
     Text,
-    /// Exact decimal text: a JSON number keeps the digits it arrived with.
+    /// Exact decimals only, as NUMERIC prints them (`json::canonical_number`, `plain_decimal`).
     Money,
     /// An instant, stored in UTC.
     Timestamp,
@@ -60,16 +56,6 @@ pub struct Mapping {
     upsert_sql: OnceLock<String>,
 }
 
-/// The columns every domain table has after its own, in the upsert's order.
-const COMMON: [&str; 6] = [
-    "data",
-    "versions",
-    "last_event_id",
-    "last_event_at",
-    "deleted_at",
-    "synced_at",
-];
-
 impl Mapping {
     pub const fn new(
         table: &'static str,
@@ -85,19 +71,13 @@ impl Mapping {
         }
     }
 
-    /// SQLite: reads the current row (the store thread is the only writer, so there is nothing
-    /// to lock; PostgreSQL goes through [`lock_rows`]).
+    fn col_names(&self) -> Vec<&'static str> {
+        self.cols.iter().map(|c| c.name).collect()
+    }
+
     fn select_sql(&self) -> &str {
-        self.select_sql.get_or_init(|| {
-            let mut sql = format!(
-                "SELECT data, versions, last_event_id, last_event_at, deleted_at FROM {} WHERE source = ?",
-                self.table
-            );
-            for k in self.key {
-                sql.push_str(&format!(" AND \"{k}\" = ?"));
-            }
-            sql
-        })
+        self.select_sql
+            .get_or_init(|| rows::select_row(self.table, self.key))
     }
 
     fn upsert_sql(&self) -> &str {
@@ -106,86 +86,11 @@ impl Mapping {
 
     /// The columns the upsert writes, in the order each row binds them.
     fn upsert_columns(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = vec!["source"];
-        names.extend(self.key.iter().copied());
-        names.extend(self.cols.iter().map(|c| c.name));
-        names.extend(COMMON);
-        names
+        rows::upsert_columns(self.key, &self.col_names())
     }
 
-    /// The upsert of `n` rows in one statement (each row at most once).
     fn upsert_rows_sql(&self, n: usize) -> String {
-        let names = self.upsert_columns();
-        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-        let rows = vec![marks(names.len()); n].join(", ");
-        let updates: Vec<String> = self
-            .cols
-            .iter()
-            .map(|c| c.name)
-            .chain(COMMON)
-            .map(|n| format!("\"{n}\" = excluded.\"{n}\""))
-            .collect();
-        let mut conflict = vec!["source".to_string()];
-        conflict.extend(self.key.iter().map(|k| format!("\"{k}\"")));
-        format!(
-            "INSERT INTO {} ({}) VALUES {rows} ON CONFLICT ({}) DO UPDATE SET {}",
-            self.table,
-            quoted.join(", "),
-            conflict.join(", "),
-            updates.join(", ")
-        )
-    }
-
-    /// PostgreSQL: creates the missing rows of `n` keys in one statement, empty (`versions`
-    /// `{}`, which reads as absent), so that two instances creating the same row take turns
-    /// instead of both merging into nothing. The upsert fills them, a rollback removes them.
-    fn claim_rows_sql(&self, n: usize) -> String {
-        let mut names = vec!["source".to_string()];
-        names.extend(self.key.iter().map(|k| format!("\"{k}\"")));
-        let row = format!(
-            "({}, '{{}}', '{{}}', now())",
-            vec!["?"; names.len()].join(", ")
-        );
-        format!(
-            "INSERT INTO {} ({}, data, versions, synced_at) VALUES {} ON CONFLICT DO NOTHING",
-            self.table,
-            names.join(", "),
-            vec![row; n].join(", ")
-        )
-    }
-
-    /// PostgreSQL: reads and locks the rows of `n` keys, one index lookup
-    /// per key in the order given (the keys arrive sorted, so two instances lock in the same
-    /// order). A lateral lookup per key keeps that plan whatever the table's statistics; an
-    /// `IN` list over a table that was empty when planned becomes a scan of the whole table.
-    fn lock_rows_sql(&self, n: usize) -> String {
-        let b = Backend::Postgres;
-        let width = 1 + self.key.len();
-        let k = |i: usize| {
-            self.key
-                .get(i)
-                .map(|c| format!("t.\"{c}\""))
-                .unwrap_or_else(|| "NULL::text".into())
-        };
-        let mut cond = vec!["t.source = v.c0".to_string()];
-        cond.extend((0..self.key.len()).map(|i| format!("t.\"{}\" = v.c{}", self.key[i], i + 1)));
-        let tuple = marks(width);
-        let names: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
-        format!(
-            "SELECT x.* FROM (VALUES {}) AS v({}) CROSS JOIN LATERAL (SELECT t.source, {} AS k0, {} AS k1, \
-             {} AS data, {} AS versions, t.last_event_id, {} AS last_event_at, {} AS deleted_at \
-             FROM {} t WHERE {} FOR UPDATE) AS x",
-            vec![tuple; n].join(", "),
-            names.join(", "),
-            k(0),
-            k(1),
-            b.json_text("t.data"),
-            b.json_text("t.versions"),
-            b.time_text("t.last_event_at"),
-            b.time_text("t.deleted_at"),
-            self.table,
-            cond.join(" AND ")
-        )
+        rows::upsert_rows(self.table, self.key, &self.col_names(), n)
     }
 }
 
@@ -206,16 +111,6 @@ impl RowKey {
         }
         s
     }
-}
-
-/// A row as the merge sees it; empty `versions` means the row does not exist yet.
-#[derive(Debug, Clone, Default)]
-struct RowState {
-    data: Map<String, Value>,
-    versions: Map<String, Value>,
-    last_id: Option<String>,
-    last_at: Option<String>,
-    deleted_at: Option<String>,
 }
 
 impl RowState {
@@ -331,8 +226,8 @@ fn lock_rows(
 ) -> Result<Vec<(RowKey, RowState)>, ProjectError> {
     let mut out = Vec::with_capacity(keys.len());
     for part in keys.chunks(rows_per_statement(1 + m.key.len(), 0)) {
-        let claim = m.claim_rows_sql(part.len());
-        let lock = m.lock_rows_sql(part.len());
+        let claim = rows::claim_rows(m.table, m.key, part.len());
+        let lock = rows::lock_rows(m.table, m.key, part.len());
         db.exec(part.iter().fold(Stmt::new(&claim), |s, k| k.bind(s)))?;
         for r in db.load::<LockedRow>(part.iter().fold(Stmt::new(&lock), |s, k| k.bind(s)))? {
             let mut key = vec![r.k0];
@@ -574,49 +469,17 @@ impl<'c> Tx<'c> {
             Some(c) => (c.state, c.dirty),
             None => (self.current(m, &row_key)?, Vec::new()),
         };
-        let pos = self.pos.as_str();
-        let newer = |versions: &Map<String, Value>, k: &str| {
-            versions
-                .get(k)
-                .and_then(Value::as_str)
-                .is_none_or(|p| pos > p)
+        let flags = m
+            .cols
+            .iter()
+            .filter(|c| matches!(c.kind, Kind::Flag))
+            .map(|c| c.name);
+        let writer = guard::Writer {
+            pos: &self.pos,
+            event_id: &self.event.event_id,
+            occurred_at: &self.event.occurred_at,
         };
-        let mut changed = st.versions.is_empty();
-        for (k, v) in fields {
-            if newer(&st.versions, k) {
-                st.data.insert(k.clone(), v.clone());
-                st.versions.insert(k.clone(), Value::String(pos.to_owned()));
-                changed = true;
-            }
-        }
-        // A flag is set by the mapping itself, once, whatever the order: remember that it is.
-        for c in m.cols.iter().filter(|c| matches!(c.kind, Kind::Flag)) {
-            let k = format!("$flag:{}", c.name);
-            if !st.versions.contains_key(&k) {
-                st.versions.insert(k, Value::String(pos.to_owned()));
-                changed = true;
-            }
-        }
-        let tomb_value = match tomb {
-            Tomb::Keep => None,
-            Tomb::Clear => Some(None),
-            Tomb::Set(at) => Some(Some(at)),
-        };
-        if let Some(value) = tomb_value {
-            if newer(&st.versions, "$del") {
-                st.deleted_at = value.map(str::to_owned);
-                st.versions
-                    .insert("$del".into(), Value::String(pos.to_owned()));
-                changed = true;
-            }
-        }
-        if newer(&st.versions, "$last") {
-            st.last_id = Some(self.event.event_id.clone());
-            st.last_at = Some(self.event.occurred_at.clone());
-            st.versions
-                .insert("$last".into(), Value::String(pos.to_owned()));
-            changed = true;
-        }
+        let changed = guard::merge(&mut st, fields, flags, tomb, &writer);
         let merged = changed.then(|| st.data.clone());
         match &mut self.mode {
             Mode::Cached(cache) => {
@@ -694,19 +557,16 @@ impl<'c> Tx<'c> {
         let data_text = data.to_string();
         let e = self.event;
         let n = self.db.exec(
-            Stmt::new(
-                "INSERT INTO notices (source, id, type, company_id, occurred_at, data, last_event_id, last_event_at, synced_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING",
-            )
-            .text(&e.source)
-            .text(&e.event_id)
-            .text(kind)
-            .opt_text(company_id)
-            .time(&e.occurred_at)
-            .json(&data_text)
-            .text(&e.event_id)
-            .time(&e.occurred_at)
-            .time(self.now),
+            Stmt::new(rows::INSERT_NOTICE)
+                .text(&e.source)
+                .text(&e.event_id)
+                .text(kind)
+                .opt_text(company_id)
+                .time(&e.occurred_at)
+                .json(&data_text)
+                .text(&e.event_id)
+                .time(&e.occurred_at)
+                .time(self.now),
         )?;
         self.changed |= n > 0;
         Ok(())
