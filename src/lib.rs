@@ -7,22 +7,22 @@
 //! `projection`). docs/architecture.md has the whole picture.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod admin;
 pub mod cli;
 pub mod config;
 pub mod event;
 pub mod inbox;
 pub mod json;
-pub mod listener;
+mod listener;
 pub mod media;
 pub mod metrics;
-pub mod outage;
+mod outage;
 pub mod projection;
 pub mod projector;
 pub mod providers;
 pub mod rebuild;
 pub mod secret;
-pub mod server;
+mod server;
 pub mod store;
 pub mod timefmt;
 pub mod tls;
