@@ -231,14 +231,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ONE_ENDPOINT: &str = r#"
-        [[endpoints]]
-        name = "getbill"
-        path = "/webhooks/getbill"
-        provider = "getbill"
-        secrets = ["k"]
-        "#;
+    use crate::config::tests::ONE_ENDPOINT;
 
     #[test]
     fn chunk_and_batch_sizes_follow_the_backend_and_fit_a_statement() {

@@ -702,21 +702,6 @@ async fn a_full_disk_is_not_ready_and_one_line_in_the_log() {
         let _ = filler.write_all(&[0u8; 1]);
     }
     reader.raw().batch("ROLLBACK").unwrap();
-    let metric = async |name: &str| -> u64 {
-        let text = d
-            .client
-            .get(format!("{}/metrics", d.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap()
-    };
     let mut refused = 0;
     eventually(
         "forty failed checkpoints",
@@ -732,7 +717,7 @@ async fn a_full_disk_is_not_ready_and_one_line_in_the_log() {
             if d.send(body).await == 503 {
                 refused += 1;
             }
-            metric("hooksync_checkpoint_failures_total").await >= 40
+            common::metric(&d.client, &d.admin, "hooksync_checkpoint_failures_total").await >= 40
         },
     )
     .await;

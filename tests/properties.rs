@@ -22,18 +22,8 @@ use hooksync::projector::Projector;
 use hooksync::providers::EventLimits;
 use proptest::prelude::*;
 
-const TABLES: &[&str] = &[
-    "debts",
-    "followups",
-    "payments",
-    "payment_plans",
-    "notices",
-    "invoices",
-    "customers",
-    "bills",
-    "vendors",
-    "records",
-];
+/// Every table the projector writes.
+const TABLES: &[&str] = hooksync::rebuild::DOMAIN_TABLES;
 
 fn config(db: &Path) -> Config {
     let toml = format!(

@@ -332,7 +332,7 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
@@ -342,7 +342,7 @@ mod tests {
             .collect()
     }
 
-    const ONE_ENDPOINT: &str = r#"
+    pub(crate) const ONE_ENDPOINT: &str = r#"
         [[endpoints]]
         name = "getbill"
         path = "/webhooks/getbill"

@@ -616,6 +616,24 @@ async fn healthy(client: &reqwest::Client, admin: &str) -> bool {
         .is_ok_and(|r| r.status() == 200)
 }
 
+/// The value of the first metric line starting with `line_prefix`, scraped from the admin
+/// listener at `admin`.
+pub async fn metric(client: &reqwest::Client, admin: &str, line_prefix: &str) -> u64 {
+    let text = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
+}
+
 /// hooksync running in this process on ports chosen by the kernel.
 pub struct TestApp {
     pub dir: tempfile::TempDir,
@@ -734,20 +752,7 @@ impl TestApp {
     }
 
     pub async fn metric(&self, line_prefix: &str) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
+        metric(&self.client, &self.admin, line_prefix).await
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
