@@ -209,6 +209,7 @@ impl Projector {
         });
         let failed = counted.inspect_err(|e| self.chunks.fail(e))?;
         self.chunks.recover();
+        // A backlog of such events is one run in the log, as other failing events are.
         if failed == 1 {
             Metrics::inc(&self.metrics.failed);
             self.failing.fail(&format_args!(
@@ -216,7 +217,9 @@ impl Projector {
                 self.max_attempts
             ));
         } else {
-            tracing::warn!(%source, %event_id, error = %e, "event failed to apply; it is tried again");
+            self.failing.fail(&format_args!(
+                "event {event_id} from {source} failed to apply; tried again: {e}"
+            ));
         }
         Ok(1)
     }
