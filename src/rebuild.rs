@@ -240,7 +240,7 @@ pub fn rebuild(
 
 /// Runs `step` until it succeeds. After a passing error (a lock a serving daemon held a while,
 /// a lost connection, a PostgreSQL server restarting) it tries again a poll interval later on a
-/// fresh connection: a lock alone would clear on the same one, but a lost session never comes
+/// fresh connection: a lock alone would clear on the same one, but a lost connection never comes
 /// back by itself. At most [`MAX_RETRIES`] failures in a row; a reconnection that fails counts
 /// as the next try's failure.
 fn retrying<T>(
