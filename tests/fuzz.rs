@@ -30,12 +30,8 @@ use hooksync::providers::{Endpoint, EventLimits};
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {
-    let cases = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
     ProptestConfig {
-        cases,
+        cases: common::env_count("FUZZ_CASES", 1_000) as u32,
         max_shrink_iters: 2_000,
         ..ProptestConfig::default()
     }

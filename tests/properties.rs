@@ -128,12 +128,8 @@ fn deliveries(len: usize) -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
 }
 
 fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
     ProptestConfig {
-        cases,
+        cases: common::env_count("PROPTEST_CASES", 32) as u32,
         ..ProptestConfig::default()
     }
 }

@@ -29,13 +29,6 @@ impl Rng {
     }
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: a number")))
-        .unwrap_or(default)
-}
-
 /// The sender and sequence number a load event's id was made from (`load_event`).
 fn origin(id: &str) -> (u64, u64) {
     let hex = id.strip_prefix("evt_").expect("a load event id");
@@ -51,8 +44,8 @@ fn median(v: &mut [Duration]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_soak() {
-    let cycles = env_u64("SOAK_CYCLES", 20);
-    let seed = env_u64("SOAK_SEED", 0x5EED_0FC4);
+    let cycles = common::env_count("SOAK_CYCLES", 20);
+    let seed = common::env_count("SOAK_SEED", 0x5EED_0FC4);
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let config = Daemon::write_config(dir.path(), &Setup::default());

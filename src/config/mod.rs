@@ -102,18 +102,13 @@ fn take_out(tree: &mut config::Value, path: &serde_path_to_error::Path) -> Optio
 
 impl Config {
     /// Reads the file (if any) and the environment, and checks everything that can be checked
-    /// without binding a port, collecting every problem.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_with(path, std::env::vars_os(), &|_| Vec::new())
-    }
-
-    /// [`Config::load`], with `check` (the checks the modules that use each key make of it)
-    /// run on what parsed, so that its problems are named beside the file's own in one pass.
+    /// without binding a port, collecting every problem: the file's own, and those `check` (the
+    /// checks the modules that use each key make of it) finds in what parsed, in one pass.
     pub fn load_checked(path: Option<&Path>, check: Check<'_>) -> Result<Config, ConfigError> {
         Self::load_with(path, std::env::vars_os(), check)
     }
 
-    /// [`Config::load`] with the environment given, so tests need not change the process's.
+    /// [`Config::load_checked`] with the environment given, so tests need not change the process's.
     fn load_with(
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (OsString, OsString)>,

@@ -35,6 +35,14 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     hex::encode(hooksync::providers::hmac_sha256(secret.as_bytes(), &[body]))
 }
 
+/// A count a long run raises through the environment (`SOAK_CYCLES`, `PROPTEST_CASES`, ...).
+pub fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: a number")))
+        .unwrap_or(default)
+}
+
 /// The backend this run of the suite tests.
 pub fn backend() -> Backend {
     match std::env::var("TEST_BACKEND").as_deref() {
