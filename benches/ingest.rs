@@ -624,7 +624,7 @@ fn signed_event(
     headers.insert("x-getbill-signature", sig.parse().unwrap());
     let verified = endpoint.verify(headers, &b).expect("signed");
     verified
-        .into_event(hooksync::timefmt::now(), &event_limits())
+        .into_event(hooksync::stamp::Stamp::now(), &event_limits())
         .expect("event")
 }
 
@@ -910,7 +910,8 @@ fn bare_server(port: u16, verify: bool) {
                             if let (true, Ok(body)) = (verify, &body) {
                                 let event =
                                     endpoint.verify(&parts.headers, body).ok().and_then(|v| {
-                                        v.into_event(hooksync::timefmt::now(), &event_limits()).ok()
+                                        v.into_event(hooksync::stamp::Stamp::now(), &event_limits())
+                                            .ok()
                                     });
                                 if std::hint::black_box(event).is_none() {
                                     status = hyper::StatusCode::UNAUTHORIZED;

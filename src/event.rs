@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::stamp::Stamp;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventStatus {
     Queued,
@@ -29,9 +31,9 @@ pub struct NewEvent {
     pub provider: &'static str,
     pub event_id: String,
     pub event_type: Option<String>,
-    pub occurred_at: String,
+    pub occurred_at: Stamp,
     pub rank: i64,
-    pub received_at: String,
+    pub received_at: Stamp,
     pub tenant: Option<String>,
     pub payload: Option<String>,
     /// The body as received, kept only when it could not be read as an event.
@@ -49,7 +51,7 @@ impl NewEvent {
         source: Arc<str>,
         provider: &'static str,
         body: Vec<u8>,
-        received_at: String,
+        received_at: Stamp,
         why: String,
     ) -> NewEvent {
         NewEvent {
@@ -57,7 +59,7 @@ impl NewEvent {
             provider,
             event_id: format!("sha256:{}", hex::encode(Sha256::digest(&body))),
             event_type: None,
-            occurred_at: received_at.clone(),
+            occurred_at: received_at,
             rank: 1,
             received_at,
             tenant: None,

@@ -20,6 +20,7 @@ use crate::event::{EventStatus, NewEvent};
 use crate::media;
 use crate::metrics::Metrics;
 use crate::outage::Outage;
+use crate::stamp::Stamp;
 use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,12 @@ pub enum InboxError {
 
 type Reply = oneshot::Sender<Result<Stored, InboxError>>;
 
-type Due = (Vec<media::Job>, Option<String>);
+type Due = (Vec<media::Job>, Option<Stamp>);
 
 enum Command {
     Ingest(Box<NewEvent>, Reply),
     Ping(oneshot::Sender<Result<(), InboxError>>),
-    MediaDue(String, i64, oneshot::Sender<Result<Due, InboxError>>),
+    MediaDue(Stamp, i64, oneshot::Sender<Result<Due, InboxError>>),
     MediaDone(
         Box<(media::Key, String, media::Outcome)>,
         oneshot::Sender<Result<(), InboxError>>,
@@ -122,7 +123,7 @@ impl Inbox {
     }
 
     /// Media downloads due at `now`, for the fetcher.
-    pub async fn media_due(&self, now: String, limit: i64) -> Result<Due, InboxError> {
+    pub async fn media_due(&self, now: Stamp, limit: i64) -> Result<Due, InboxError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::MediaDue(now, limit, tx))?;
         self.wait(rx).await?
@@ -307,9 +308,9 @@ fn bind_event<'a>(s: Stmt<'a>, ev: &'a NewEvent) -> Stmt<'a> {
         .text(ev.provider)
         .text(&ev.event_id)
         .opt_text(ev.event_type.as_deref())
-        .time(&ev.occurred_at)
+        .time(ev.occurred_at)
         .int(ev.rank)
-        .time(&ev.received_at)
+        .time(ev.received_at)
         .opt_text(ev.tenant.as_deref())
         .opt_json(ev.payload.as_deref())
         .opt_blob(ev.raw_body.as_deref())
@@ -339,7 +340,7 @@ fn refused(ev: &NewEvent, why: &StoreError) -> NewEvent {
         ev.source.clone(),
         ev.provider,
         bytes,
-        ev.received_at.clone(),
+        ev.received_at,
         format!("the database refused the event: {why}"),
     )
 }
@@ -485,17 +486,17 @@ impl StoreThread {
             }
         }
         for cmd in media_cmds {
-            let now = crate::timefmt::format(crate::timefmt::now());
+            let now = Stamp::now();
             match cmd {
                 Command::MediaDue(at, limit, reply) => {
-                    let r = self.connection().and_then(|db| media::due(db, &at, limit));
+                    let r = self.connection().and_then(|db| media::due(db, at, limit));
                     let _ = reply.send(self.checked(r));
                 }
                 Command::MediaDone(done, reply) => {
                     let (key, digest, outcome) = *done;
                     let r = self.connection().and_then(|db| {
                         db.transaction(Durability::Synced, |db| {
-                            media::record(db, &key, &digest, &outcome, &now)
+                            media::record(db, &key, &digest, &outcome, now)
                         })
                     });
                     let _ = reply.send(self.checked(r));
@@ -548,7 +549,9 @@ impl StoreThread {
         let evs: Vec<&NewEvent> = events.iter().map(|(ev, _)| ev.as_ref()).collect();
         let mut result = store_batch(db, &evs);
         if let Err(e) = &result {
-            if !e.is_transient() {
+            // A batch the database refused while it takes other writes holds an event it
+            // will not take; stored one at a time, the others are not held back by it.
+            if db.takes_writes(e) {
                 tracing::warn!(error = %e, "batch refused; storing its events one at a time");
                 result = db.transaction(Durability::Synced, |db| insert_one_by_one(db, &evs));
             }
@@ -638,13 +641,23 @@ fn insert_one_by_one(db: &mut Db, evs: &[&NewEvent]) -> Result<Vec<bool>, StoreE
         db.batch("SAVEPOINT event")?;
         let n = match db.exec(bind_event(Stmt::new(sql), ev)) {
             Ok(n) => n,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                db.batch("ROLLBACK TO event")?;
-                tracing::error!(source = %ev.source, error = %e, "event refused by the database; kept as invalid");
-                let stand_in = refused(ev, &e);
-                db.exec(bind_event(Stmt::new(sql), &stand_in))?
-            }
+            Err(e) if e.connection_lost() => return Err(e),
+            // Tried once more first: a passing failure (a deadlock between two instances, a
+            // lock) clears on a second try, and the error does not say which it was. A
+            // database that takes no write at all fails the stand-in too, and so the batch.
+            Err(_) => match db
+                .batch("ROLLBACK TO event")
+                .and_then(|()| db.exec(bind_event(Stmt::new(sql), ev)))
+            {
+                Ok(n) => n,
+                Err(e) if e.connection_lost() => return Err(e),
+                Err(e) => {
+                    db.batch("ROLLBACK TO event")?;
+                    tracing::error!(source = %ev.source, error = %e, "event refused by the database; kept as invalid");
+                    let stand_in = refused(ev, &e);
+                    db.exec(bind_event(Stmt::new(sql), &stand_in))?
+                }
+            },
         };
         db.batch("RELEASE event")?;
         out.push(n == 1);

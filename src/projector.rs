@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::outage::SharedOutage;
 use crate::projection::{Mode, Outcome, ProjectError, QueuedEvent, RowCache, Tx};
 use crate::providers::Provider;
+use crate::stamp::Stamp;
 use crate::store::{
     marks, rows_per_statement, Backend, Db, DbOptions, Durability, Sql, Stmt, StoreError,
 };
@@ -155,7 +156,7 @@ impl Projector {
             Ok(_) => self.chunks.recover(),
             Err(e) => {
                 self.chunks.fail(e);
-                if takes_writes(db, e) {
+                if db.takes_writes(e) {
                     let n = usize::try_from(self.batch).unwrap_or(usize::MAX);
                     self.isolating.store(n, Ordering::Relaxed);
                 }
@@ -190,20 +191,20 @@ impl Projector {
             seq,
             source,
             event_id,
-        }) = head.filter(|_| takes_writes(db, &e))
+        }) = head.filter(|_| db.takes_writes(&e))
         else {
             self.chunks.fail(&e);
             return Err(e);
         };
         let why = format!("cannot be applied: {e}");
-        let now = crate::timefmt::format(crate::timefmt::now());
+        let now = Stamp::now();
         let counted = db.transaction(Durability::Deferred, |db| {
             db.count(
                 Stmt::new(FAILED_ATTEMPT)
                     .text(&why)
                     .int(self.max_attempts)
                     .int(self.max_attempts)
-                    .time(&now)
+                    .time(now)
                     .int(seq),
             )
         });
@@ -267,7 +268,7 @@ impl Projector {
         careful: bool,
         head: Option<&mut Option<Head>>,
     ) -> Result<(usize, [u64; 3], bool), ChunkError> {
-        let now = crate::timefmt::format(crate::timefmt::now());
+        let now = Stamp::now();
         // Projecting can be redone from the log: its commits ride on the next synced ingest commit.
         db.transaction(Durability::Deferred, |db| {
             let events: Vec<QueuedEvent> = match head {
@@ -290,14 +291,14 @@ impl Projector {
                 let mut wanted = Vec::new();
                 for ev in &events {
                     if let Some(p) = self.providers.get(&ev.source) {
-                        let _ = p.project(ev, &mut Tx::new(db, ev, &now, Mode::Collect(&mut wanted)));
+                        let _ = p.project(ev, &mut Tx::new(db, ev, now, Mode::Collect(&mut wanted)));
                     }
                 }
                 cache.prefetch(db, wanted).map_err(ChunkError::from_project)?;
             }
             for ev in &events {
                 let cache = (!careful).then_some(&mut cache);
-                match self.apply(db, ev, &now, cache)? {
+                match self.apply(db, ev, now, cache)? {
                     Applied::Done { outcome, media: m } => {
                         self.failing.recover();
                         media |= m;
@@ -309,11 +310,11 @@ impl Projector {
                         tracing::debug!(source = %ev.source, event_id = %ev.event_id, error = %why, "event cannot be applied");
                         self.failing.fail(&format_args!("event {} from {}: {why}", ev.event_id, ev.source));
                         counts[2] += 1;
-                        db.exec(Stmt::new(MARK).text("failed").opt_text(Some(&why)).time(&now).int(ev.seq))?;
+                        db.exec(Stmt::new(MARK).text("failed").opt_text(Some(&why)).time(now).int(ev.seq))?;
                     }
                 }
             }
-            cache.flush(db, &now).map_err(ChunkError::from_project)?;
+            cache.flush(db, now).map_err(ChunkError::from_project)?;
             // One statement per outcome for the whole chunk (per part of a chunk larger than a
             // statement can bind).
             for (outcome, seqs) in [Outcome::Applied, Outcome::Stale].iter().zip(&done) {
@@ -322,7 +323,7 @@ impl Projector {
                         "UPDATE events SET status = ?, attempts = attempts + 1, last_error = NULL, applied_at = ? WHERE seq IN {}",
                         marks(part.len())
                     );
-                    let mut stmt = Stmt::new(&sql).text(outcome.as_str()).time(&now);
+                    let mut stmt = Stmt::new(&sql).text(outcome.as_str()).time(now);
                     for seq in part {
                         stmt = stmt.int(*seq);
                     }
@@ -340,7 +341,7 @@ impl Projector {
         &self,
         db: &mut Db,
         ev: &QueuedEvent,
-        now: &str,
+        now: Stamp,
         cache: Option<&mut RowCache>,
     ) -> Result<Applied, ChunkError> {
         let careful = cache.is_none();
@@ -367,18 +368,14 @@ impl Projector {
                 }
                 Ok(Applied::Done { outcome, media })
             }
-            Err(ProjectError::Store(e)) if e.is_transient() => Err(ChunkError::Store(e)),
-            Err(_) if !careful => Err(ChunkError::NeedsCare),
+            // Whether a database error is passing (a deadlock, a lost connection) or the
+            // event's own (a value a column refuses) cannot be told from the error, so it rolls
+            // the chunk back; `run_chunk` then counts the tries against the event alone.
+            Err(ProjectError::Store(e)) => Err(ChunkError::Store(e)),
+            Err(ProjectError::BadEvent(_)) if !careful => Err(ChunkError::NeedsCare),
             Err(ProjectError::BadEvent(why)) => {
                 db.batch("ROLLBACK TO event; RELEASE event")?;
                 Ok(Applied::Failed(why))
-            }
-            // The database refused what this event writes (a value out of a column's range,
-            // say): that is the event's fault, not the chunk's. Lost connections and lock
-            // conflicts roll the chunk back to be tried again.
-            Err(ProjectError::Store(e)) => {
-                db.batch("ROLLBACK TO event; RELEASE event")?;
-                Ok(Applied::Failed(format!("the database refused it: {e}")))
             }
         }
     }
@@ -392,22 +389,6 @@ struct Head {
     source: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     event_id: String,
-}
-
-/// Whether the database, after `e`, still takes a write: then `e` came from what was being
-/// written, not from the database. A lost connection is the database's whatever a fresh one
-/// says.
-fn takes_writes(db: &mut Db, e: &StoreError) -> bool {
-    use diesel::result::{DatabaseErrorKind as K, Error};
-    let lost = matches!(
-        e,
-        StoreError::Connect(_)
-            | StoreError::Query(Error::DatabaseError(
-                K::ClosedConnection | K::UnableToSendCommand,
-                _
-            ))
-    );
-    !lost && db.heartbeat().is_ok()
 }
 
 /// Starts the projector on a thread and connection of its own (PostgreSQL), beside the store
@@ -510,8 +491,8 @@ enum ChunkError {
 impl ChunkError {
     fn from_project(e: ProjectError) -> ChunkError {
         match e {
-            ProjectError::Store(e) if e.is_transient() => ChunkError::Store(e),
-            _ => ChunkError::NeedsCare,
+            ProjectError::Store(e) => ChunkError::Store(e),
+            ProjectError::BadEvent(_) => ChunkError::NeedsCare,
         }
     }
 }

@@ -238,11 +238,12 @@ pub fn rebuild(
     Ok(summary)
 }
 
-/// Runs `step` until it succeeds. After a passing error (a lock a serving daemon held a while,
-/// a lost connection, a PostgreSQL server restarting) it tries again a poll interval later on a
-/// fresh connection: a lock alone would clear on the same one, but a lost connection never comes
-/// back by itself. At most [`MAX_RETRIES`] failures in a row; a reconnection that fails counts
-/// as the next try's failure.
+/// Runs `step` until it succeeds. After an error it tries again a poll interval later on a
+/// fresh connection: a lock a serving daemon held a while or a deadlock with its projector
+/// clears by itself, a lost connection or a restarting server needs the fresh connection, and
+/// an error does not say which it was. Every step is one transaction or one read, so a try
+/// again is always safe. At most [`MAX_RETRIES`] failures in a row; a reconnection that fails
+/// counts as the next try's failure.
 fn retrying<T>(
     db: &mut Db,
     opts: &DbOptions,
@@ -253,7 +254,7 @@ fn retrying<T>(
     loop {
         match step(db) {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && failures < MAX_RETRIES => {
+            Err(e) if failures < MAX_RETRIES => {
                 failures += 1;
                 tracing::warn!(error = %e, attempt = failures, "rebuild step failed; trying again on a fresh connection");
                 std::thread::sleep(poll);

@@ -263,7 +263,7 @@ impl Webhooks {
         }
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, &self.limits).await?;
-        let received_at = crate::timefmt::now();
+        let received_at = crate::stamp::Stamp::now();
         let verified = endpoint.verify(&parts.headers, &body).map_err(|e| {
             tracing::debug!(endpoint = %endpoint.source, reason = %e, "signature refused");
             route.refused.fail(&e);

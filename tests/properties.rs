@@ -71,7 +71,7 @@ fn deliver(batches: &[Vec<&Req>]) -> (tempfile::TempDir, Reader) {
                 }
                 let verified = ep.verify(&headers, &r.body).expect("authentic");
                 verified
-                    .into_event(hooksync::timefmt::now(), &limits)
+                    .into_event(hooksync::stamp::Stamp::now(), &limits)
                     .expect("stored")
             })
             .collect();

@@ -21,6 +21,7 @@ use super::{Job, Key, Outcome};
 use crate::config::MediaConfig;
 use crate::inbox::Inbox;
 use crate::outage::Outage;
+use crate::stamp::Stamp;
 
 /// A refusal by the guards: final, retrying cannot change it.
 #[derive(Debug, thiserror::Error)]
@@ -150,15 +151,8 @@ fn describe(e: &reqwest::Error) -> (String, bool) {
     (what, false)
 }
 
-fn now_text() -> String {
-    crate::timefmt::format(crate::timefmt::now())
-}
-
 fn expired(job: &Job) -> bool {
-    job.expires_at
-        .as_deref()
-        .and_then(crate::timefmt::parse)
-        .is_some_and(|t| t <= crate::timefmt::now())
+    job.expires_at.is_some_and(|t| t <= Stamp::now())
 }
 
 pub struct Downloader {
@@ -233,9 +227,10 @@ impl Downloader {
         let delay = exp
             .min(self.retry_max)
             .mul_f64(rand::rng().random_range(0.5..1.0));
-        let mut next = crate::timefmt::now() + delay;
-        if let Some(exp_at) = job.expires_at.as_deref().and_then(crate::timefmt::parse) {
-            if exp_at <= crate::timefmt::now() {
+        let now = Stamp::now();
+        let mut next = time::Duration::try_from(delay).map_or(now, |d| now.plus(d));
+        if let Some(exp_at) = job.expires_at {
+            if exp_at <= now {
                 return Outcome::Expired {
                     error: format!("URL expired; last error: {error}"),
                 };
@@ -244,7 +239,7 @@ impl Downloader {
         }
         Outcome::Retry {
             error,
-            next_at: crate::timefmt::format(next),
+            next_at: next,
         }
     }
 
@@ -393,7 +388,7 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
         let free = permits.available_permits();
         if free > 0 {
             let busy = in_flight.lock().map(|s| s.len()).unwrap_or(0);
-            match inbox.media_due(now_text(), (free + busy) as i64).await {
+            match inbox.media_due(Stamp::now(), (free + busy) as i64).await {
                 Ok((jobs, next)) => {
                     outage.recover();
                     for job in jobs {
@@ -431,10 +426,8 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
                             wake.notify_one();
                         });
                     }
-                    if let Some(next) = next.as_deref().and_then(crate::timefmt::parse) {
-                        let until = (next - crate::timefmt::now())
-                            .try_into()
-                            .unwrap_or(Duration::ZERO);
+                    if let Some(next) = next {
+                        let until = Stamp::now().until(next);
                         sleep_for = sleep_for.min(until.max(Duration::from_millis(10)));
                     }
                 }

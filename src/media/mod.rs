@@ -14,6 +14,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use sha2::{Digest, Sha256};
 
+use crate::stamp::Stamp;
 use crate::store::{Db, Sql, Stmt, StoreError};
 
 /// The two media a followup can carry, with the followups columns that hold their URL and file.
@@ -35,7 +36,7 @@ pub struct Job {
     pub key: Key,
     pub url: String,
     pub digest: String,
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Stamp>,
     pub attempts: i64,
     pub last_error: Option<String>,
 }
@@ -51,7 +52,7 @@ pub enum Outcome {
     /// Try again at `next_at`.
     Retry {
         error: String,
-        next_at: String,
+        next_at: Stamp,
     },
     Failed {
         error: String,
@@ -131,8 +132,8 @@ pub fn seen(
     followup_id: &str,
     kind: &str,
     url: &str,
-    expires_at: Option<&str>,
-    now: &str,
+    expires_at: Option<Stamp>,
+    now: Stamp,
 ) -> Result<bool, StoreError> {
     let parsed = reqwest::Url::parse(url).ok();
     let host = parsed
@@ -189,7 +190,7 @@ struct DueRow {
     #[diesel(sql_type = Text)]
     url_digest: String,
     #[diesel(sql_type = Nullable<Text>)]
-    expires_at: Option<String>,
+    expires_at: Option<Stamp>,
     #[diesel(sql_type = BigInt)]
     attempts: i64,
     #[diesel(sql_type = Nullable<Text>)]
@@ -203,7 +204,7 @@ struct DueRow {
 #[derive(QueryableByName)]
 struct NextRow {
     #[diesel(sql_type = Nullable<Text>)]
-    next: Option<String>,
+    next: Option<Stamp>,
 }
 
 static DUE: Sql = Sql::new(|b| {
@@ -223,7 +224,7 @@ static NEXT_DUE: Sql = Sql::new(|b| {
 });
 
 /// Pending downloads due at `now` (at most `limit`), and when the next one not yet due is.
-pub fn due(db: &mut Db, now: &str, limit: i64) -> Result<(Vec<Job>, Option<String>), StoreError> {
+pub fn due(db: &mut Db, now: Stamp, limit: i64) -> Result<(Vec<Job>, Option<Stamp>), StoreError> {
     let b = db.backend();
     let rows: Vec<DueRow> = db.load(Stmt::new(DUE.get(b)).time(now).int(limit))?;
     let next: Vec<NextRow> = db.load(Stmt::new(NEXT_DUE.get(b)).time(now))?;
@@ -259,7 +260,7 @@ pub fn record(
     key: &Key,
     url_digest: &str,
     outcome: &Outcome,
-    now: &str,
+    now: Stamp,
 ) -> Result<(), StoreError> {
     let base = |set: &str| {
         format!(
@@ -287,7 +288,7 @@ pub fn record(
             .int(*bytes)
             .opt_text(content_type.as_deref())
             .time(now),
-        Outcome::Retry { error, next_at } => Stmt::new(&sql).text(error).time(next_at),
+        Outcome::Retry { error, next_at } => Stmt::new(&sql).text(error).time(*next_at),
         Outcome::Failed { error } | Outcome::Expired { error } => Stmt::new(&sql).text(error),
     };
     let n = db.exec(

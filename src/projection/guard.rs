@@ -12,6 +12,7 @@
 use serde_json::{Map, Value};
 
 use super::Tomb;
+use crate::stamp::Stamp;
 
 /// A row as the merge sees it; empty `versions` means the row does not exist yet.
 #[derive(Debug, Clone, Default)]
@@ -19,15 +20,15 @@ pub(super) struct RowState {
     pub(super) data: Map<String, Value>,
     pub(super) versions: Map<String, Value>,
     pub(super) last_id: Option<String>,
-    pub(super) last_at: Option<String>,
-    pub(super) deleted_at: Option<String>,
+    pub(super) last_at: Option<Stamp>,
+    pub(super) deleted_at: Option<Stamp>,
 }
 
 /// The event writing to a row: its position, id and time.
 pub(super) struct Writer<'a> {
     pub(super) pos: &'a str,
     pub(super) event_id: &'a str,
-    pub(super) occurred_at: &'a str,
+    pub(super) occurred_at: Stamp,
 }
 
 /// Merges `fields` into `st` field by field, as the module docs say, with the mapping's flags
@@ -37,7 +38,7 @@ pub(super) fn merge<'f>(
     st: &mut RowState,
     fields: &Map<String, Value>,
     flags: impl Iterator<Item = &'f str>,
-    tomb: Tomb<'_>,
+    tomb: Tomb,
     w: &Writer<'_>,
 ) -> bool {
     let pos = w.pos;
@@ -69,7 +70,7 @@ pub(super) fn merge<'f>(
     };
     if let Some(value) = tomb_value {
         if newer(&st.versions, "$del") {
-            st.deleted_at = value.map(str::to_owned);
+            st.deleted_at = value;
             st.versions
                 .insert("$del".into(), Value::String(pos.to_owned()));
             changed = true;
@@ -77,7 +78,7 @@ pub(super) fn merge<'f>(
     }
     if newer(&st.versions, "$last") {
         st.last_id = Some(w.event_id.to_owned());
-        st.last_at = Some(w.occurred_at.to_owned());
+        st.last_at = Some(w.occurred_at);
         st.versions
             .insert("$last".into(), Value::String(pos.to_owned()));
         changed = true;

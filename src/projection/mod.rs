@@ -13,6 +13,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::{Map, Value};
 
+use crate::stamp::Stamp;
 use crate::store::{rows, rows_per_statement, Backend, Bind, Db, Stmt, StoreError};
 use guard::RowState;
 
@@ -183,7 +184,7 @@ impl RowCache {
     }
 
     /// Writes every changed row: one statement per mapping.
-    pub fn flush(&mut self, db: &mut Db, now: &str) -> Result<(), ProjectError> {
+    pub fn flush(&mut self, db: &mut Db, now: Stamp) -> Result<(), ProjectError> {
         let mut by_mapping: Vec<(&'static Mapping, Vec<(&RowKey, &RowState)>)> = Vec::new();
         let mut rows: Vec<(&RowKey, &Cached)> = self.rows.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
@@ -268,7 +269,7 @@ impl<'r> RowValues<'r> {
         })
     }
 
-    fn bind<'s>(&'s self, s: Stmt<'s>, now: &'s str) -> Stmt<'s> {
+    fn bind<'s>(&'s self, s: Stmt<'s>, now: Stamp) -> Stmt<'s> {
         let mut s = self.key.bind(s);
         for v in &self.cols {
             s = s.bind(v.bind());
@@ -276,20 +277,20 @@ impl<'r> RowValues<'r> {
         s.json(&self.data)
             .json(&self.versions)
             .opt_text(self.state.last_id.as_deref())
-            .opt_time(self.state.last_at.as_deref())
-            .opt_time(self.state.deleted_at.as_deref())
+            .opt_time(self.state.last_at)
+            .opt_time(self.state.deleted_at)
             .time(now)
     }
 }
 
 /// What an event does to a row's tombstone.
 #[derive(Debug, Clone, Copy)]
-pub enum Tomb<'a> {
+pub enum Tomb {
     Keep,
     /// A create: clears an older tombstone.
     Clear,
-    /// A delete, at this time (stored text).
-    Set(&'a str),
+    /// A delete, at this time.
+    Set(Stamp),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,7 +330,7 @@ pub struct QueuedEvent {
     #[diesel(sql_type = Nullable<Text>)]
     pub event_type: Option<String>,
     #[diesel(sql_type = Text)]
-    pub occurred_at: String,
+    pub occurred_at: Stamp,
     #[diesel(sql_type = BigInt)]
     pub rank: i64,
     #[diesel(sql_type = Nullable<Text>)]
@@ -366,9 +367,9 @@ struct CurrentRow {
     #[diesel(sql_type = Nullable<Text>)]
     last_event_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    last_event_at: Option<String>,
+    last_event_at: Option<Stamp>,
     #[diesel(sql_type = Nullable<Text>)]
-    deleted_at: Option<String>,
+    deleted_at: Option<Stamp>,
 }
 
 /// The projection of one event, inside the projector's transaction.
@@ -376,7 +377,7 @@ pub struct Tx<'c> {
     db: &'c mut Db,
     event: &'c QueuedEvent,
     pos: String,
-    now: &'c str,
+    now: Stamp,
     changed: bool,
     media: bool,
     mode: Mode<'c>,
@@ -395,7 +396,7 @@ pub enum Mode<'c> {
 
 enum Val {
     Text(Option<String>),
-    Time(Option<String>),
+    Time(Option<Stamp>),
     Money(Option<String>),
     Json(Option<String>),
     Int(Option<i64>),
@@ -406,7 +407,7 @@ impl Val {
     fn bind(&self) -> Bind<'_> {
         match self {
             Val::Text(t) => Bind::Text(t.as_deref()),
-            Val::Time(t) => Bind::Time(t.as_deref()),
+            Val::Time(t) => Bind::Time(*t),
             Val::Money(t) => Bind::Money(t.as_deref()),
             Val::Json(t) => Bind::Json(t.as_deref()),
             Val::Int(i) => Bind::Int(*i),
@@ -416,7 +417,7 @@ impl Val {
 }
 
 impl<'c> Tx<'c> {
-    pub fn new(db: &'c mut Db, event: &'c QueuedEvent, now: &'c str, mode: Mode<'c>) -> Self {
+    pub fn new(db: &'c mut Db, event: &'c QueuedEvent, now: Stamp, mode: Mode<'c>) -> Self {
         Self {
             pos: event.position(),
             db,
@@ -443,7 +444,7 @@ impl<'c> Tx<'c> {
         m: &'static Mapping,
         key: &[&str],
         fields: &Map<String, Value>,
-        tomb: Tomb<'_>,
+        tomb: Tomb,
     ) -> Result<Option<Map<String, Value>>, ProjectError> {
         if key.len() != m.key.len() || key.iter().any(|k| k.is_empty()) {
             return Err(ProjectError::BadEvent(format!(
@@ -477,7 +478,7 @@ impl<'c> Tx<'c> {
         let writer = guard::Writer {
             pos: &self.pos,
             event_id: &self.event.event_id,
-            occurred_at: &self.event.occurred_at,
+            occurred_at: self.event.occurred_at,
         };
         let changed = guard::merge(&mut st, fields, flags, tomb, &writer);
         let merged = changed.then(|| st.data.clone());
@@ -517,7 +518,7 @@ impl<'c> Tx<'c> {
         followup_id: &str,
         kind: &str,
         url: Option<&str>,
-        expires_at: Option<&str>,
+        expires_at: Option<Stamp>,
     ) -> Result<(), ProjectError> {
         let Some(url) = url.filter(|u| !u.is_empty()) else {
             return Ok(());
@@ -562,10 +563,10 @@ impl<'c> Tx<'c> {
                 .text(&e.event_id)
                 .text(kind)
                 .opt_text(company_id)
-                .time(&e.occurred_at)
+                .time(e.occurred_at)
                 .json(&data_text)
                 .text(&e.event_id)
-                .time(&e.occurred_at)
+                .time(e.occurred_at)
                 .time(self.now),
         )?;
         self.changed |= n > 0;
@@ -608,11 +609,7 @@ fn column_value(data: &Map<String, Value>, c: &Col) -> Val {
         // would refuse anything else, and a column of amounts must hold amounts.
         Kind::Money => Val::Money(v.map(text).and_then(|t| plain_decimal(&t))),
         Kind::Json => Val::Json(v.map(Value::to_string)),
-        Kind::Timestamp => Val::Time(
-            v.and_then(Value::as_str)
-                .and_then(crate::timefmt::parse)
-                .map(crate::timefmt::format),
-        ),
+        Kind::Timestamp => Val::Time(v.and_then(Value::as_str).and_then(Stamp::parse)),
         Kind::Int => Val::Int(v.and_then(|v| match v {
             Value::Number(n) => n.as_i64().or_else(|| {
                 n.to_string()
@@ -673,7 +670,7 @@ pub static RECORDS: Mapping = Mapping::new("records", &["kind", "id"], &[]);
 
 /// The tombstone effect of a lifecycle action (`created`, `CREATED`, ...): creates clear an
 /// older tombstone, deletes set one at `at`, everything else leaves it alone.
-pub fn tomb_for<'a>(action: &str, at: &'a str) -> Tomb<'a> {
+pub fn tomb_for(action: &str, at: Stamp) -> Tomb {
     if action.eq_ignore_ascii_case("created") {
         Tomb::Clear
     } else if action.eq_ignore_ascii_case("deleted") {

@@ -116,7 +116,7 @@ impl Provider for BigLedger {
             .event_type()
             .split_once('.')
             .unwrap_or((event.event_type(), ""));
-        let tomb = tomb_for(action, &event.occurred_at);
+        let tomb = tomb_for(action, event.occurred_at);
         let (mapping, key): (&Mapping, Vec<&str>) = match kind {
             "invoice" => (&INVOICES, vec![&id]),
             "payment" => (&PAYMENTS, vec![&id]),

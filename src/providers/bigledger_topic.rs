@@ -154,7 +154,7 @@ impl Provider for BigLedgerTopic {
         }
         // The topic as stored, not this endpoint's: endpoints of one source share the projection.
         let (family, action) = split(event.event_type());
-        let tomb = tomb_for(action, &event.occurred_at);
+        let tomb = tomb_for(action, event.occurred_at);
         if family.starts_with("CUSTOMER") {
             tx.upsert(&CUSTOMERS, &[&guid], &fields, tomb)?;
         } else if family.contains("INVOICE") {

@@ -174,7 +174,7 @@ impl Provider for Bill {
             "restored" => drop(fields.insert("archived".into(), Value::Bool(false))),
             _ => {}
         }
-        let tomb = tomb_for(action, &event.occurred_at);
+        let tomb = tomb_for(action, event.occurred_at);
         let (mapping, key): (&Mapping, Vec<&str>) = match family {
             "bill" => (&BILLS, vec![&id]),
             "vendor" => (&VENDORS, vec![&id]),
@@ -248,7 +248,7 @@ mod tests {
             assert_eq!(e.event_type, "bill.created");
             assert_eq!(e.tenant.as_deref(), Some("00802DEVKGROHKDIY4zyx"));
             assert_eq!(
-                crate::timefmt::format(e.occurred_at.at().unwrap()),
+                e.occurred_at.at().unwrap().to_string(),
                 "2026-12-15T23:15:23.127000Z"
             );
         }

@@ -12,6 +12,7 @@ use super::{id_text, require_secrets, utf8, verify_hex_hmac, AuthError, Envelope
 use crate::config::EndpointConfig;
 use crate::projection::{col, Kind, Mapping, Outcome, ProjectError, QueuedEvent, Tomb, Tx};
 use crate::secret::Secret;
+use crate::stamp::Stamp;
 
 pub struct GetBill {
     secrets: Vec<Secret>,
@@ -196,13 +197,9 @@ impl Provider for GetBill {
         match entity {
             "debt" => {
                 let id = key(&data, "id")?;
-                let deleted_at;
                 let tomb = match action {
                     "created" => Tomb::Clear,
-                    "deleted" => {
-                        deleted_at = time_or(&data, "deleted_at", &event.occurred_at);
-                        Tomb::Set(&deleted_at)
-                    }
+                    "deleted" => Tomb::Set(time_or(&data, "deleted_at", event.occurred_at)),
                     _ => Tomb::Keep,
                 };
                 tx.upsert(&DEBTS, &[&id], &data, tomb)?;
@@ -219,15 +216,9 @@ impl Provider for GetBill {
                     let expires = row
                         .get("media_urls_expire_at")
                         .and_then(Value::as_str)
-                        .and_then(crate::timefmt::parse)
-                        .map(crate::timefmt::format);
+                        .and_then(Stamp::parse);
                     for (kind, field, _) in crate::media::KINDS {
-                        tx.media(
-                            &id,
-                            kind,
-                            row.get(*field).and_then(Value::as_str),
-                            expires.as_deref(),
-                        )?;
+                        tx.media(&id, kind, row.get(*field).and_then(Value::as_str), expires)?;
                     }
                 }
             }
@@ -279,12 +270,11 @@ fn key(data: &Map<String, Value>, field: &str) -> Result<String, ProjectError> {
         .ok_or_else(|| ProjectError::BadEvent(format!("data.{field} is missing")))
 }
 
-fn time_or(data: &Map<String, Value>, field: &str, fallback: &str) -> String {
+fn time_or(data: &Map<String, Value>, field: &str, fallback: Stamp) -> Stamp {
     data.get(field)
         .and_then(Value::as_str)
-        .and_then(crate::timefmt::parse)
-        .map(crate::timefmt::format)
-        .unwrap_or_else(|| fallback.to_owned())
+        .and_then(Stamp::parse)
+        .unwrap_or(fallback)
 }
 
 #[cfg(test)]
@@ -368,7 +358,7 @@ mod tests {
         assert_eq!(env.tenant.as_deref(), Some("123"));
         assert!(env.handled);
         assert_eq!(
-            crate::timefmt::format(env.occurred_at.at().unwrap()),
+            env.occurred_at.at().unwrap().to_string(),
             "2024-01-22T08:30:00.000000Z"
         );
         assert!(p.envelope(&h, br#"{"type":"debt.created"}"#).is_err());

@@ -11,12 +11,12 @@ pub mod standard;
 
 use std::sync::Arc;
 
+use crate::stamp::Stamp;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 
 use crate::config::EndpointConfig;
 use crate::event::{EventStatus, NewEvent};
@@ -123,7 +123,7 @@ pub struct Envelope {
 /// The time an event says it happened, as its provider's envelope gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum When {
-    At(OffsetDateTime),
+    At(Stamp),
     /// The event names no time: it is ordered at the time of receipt.
     Absent,
     /// The event names a time that is not one (the sender's text, for the event's note).
@@ -135,7 +135,7 @@ impl When {
     pub fn of(v: Option<&Value>) -> When {
         match v {
             None | Some(Value::Null) => When::Absent,
-            Some(Value::String(s)) => match crate::timefmt::parse(s) {
+            Some(Value::String(s)) => match Stamp::parse(s) {
                 Some(t) => When::At(t),
                 None => When::Unreadable(s.clone()),
             },
@@ -147,9 +147,7 @@ impl When {
     pub fn of_text(s: Option<&str>) -> When {
         match s {
             None => When::Absent,
-            Some(s) => {
-                crate::timefmt::parse(s).map_or_else(|| When::Unreadable(s.to_owned()), When::At)
-            }
+            Some(s) => Stamp::parse(s).map_or_else(|| When::Unreadable(s.to_owned()), When::At),
         }
     }
 
@@ -170,7 +168,7 @@ impl When {
         }
     }
 
-    pub fn at(&self) -> Option<OffsetDateTime> {
+    pub fn at(&self) -> Option<Stamp> {
         match self {
             When::At(t) => Some(*t),
             _ => None,
@@ -182,15 +180,17 @@ impl When {
     /// everything that follows it (a row guarded by a time years ahead takes no update again).
     pub fn ordering(
         self,
-        received: OffsetDateTime,
+        received: Stamp,
         max_future_skew: std::time::Duration,
-    ) -> (OffsetDateTime, Option<String>) {
+    ) -> (Stamp, Option<String>) {
+        let latest =
+            time::Duration::try_from(max_future_skew).map_or(received, |skew| received.plus(skew));
         match self {
-            When::At(t) if t > received + max_future_skew => (
+            When::At(t) if t > latest => (
                 received,
                 Some(format!(
                     "occurred_at {} is more than {} s after receipt; ordered at the time of receipt",
-                    crate::timefmt::format(t),
+                    t,
                     max_future_skew.as_secs()
                 )),
             ),
@@ -399,13 +399,8 @@ impl Endpoint {
 impl Verified<'_> {
     /// Reads the envelope and decides how the event is stored. Authentic bytes are never
     /// dropped: what cannot be read is kept as `invalid`, under an id derived from its hash.
-    pub fn into_event(
-        self,
-        received_at: OffsetDateTime,
-        limits: &EventLimits,
-    ) -> Result<NewEvent, Refusal> {
+    pub fn into_event(self, received_at: Stamp, limits: &EventLimits) -> Result<NewEvent, Refusal> {
         let ep = self.endpoint;
-        let received = crate::timefmt::format(received_at);
         let max_json_depth = limits.max_json_depth;
         let envelope = if json_depth_ok(self.body, max_json_depth) {
             ep.provider
@@ -439,8 +434,8 @@ impl Verified<'_> {
                     },
                     event_id: env.event_id,
                     event_type: Some(env.event_type),
-                    occurred_at: crate::timefmt::format(occurred),
-                    received_at: received,
+                    occurred_at: occurred,
+                    received_at,
                     tenant: env.tenant,
                     payload: Some(env.payload),
                     raw_body: None,
@@ -452,7 +447,7 @@ impl Verified<'_> {
                 ep.source.clone(),
                 ep.provider.kind(),
                 self.body.to_vec(),
-                received,
+                received_at,
                 why,
             )),
         }
@@ -465,12 +460,12 @@ mod tests {
 
     #[test]
     fn times_far_ahead_or_unreadable_are_replaced_by_the_receipt() {
-        let received = crate::timefmt::parse("2026-01-01T00:00:00Z").unwrap();
+        let received = Stamp::parse("2026-01-01T00:00:00Z").unwrap();
         let skew = std::time::Duration::from_secs(300);
-        let within = received + std::time::Duration::from_secs(299);
+        let within = received.plus(time::Duration::seconds(299));
         assert_eq!(When::At(within).ordering(received, skew), (within, None));
-        let (at, note) = When::At(crate::timefmt::parse("9999-12-31T00:00:00Z").unwrap())
-            .ordering(received, skew);
+        let (at, note) =
+            When::At(Stamp::parse("9999-12-31T00:00:00Z").unwrap()).ordering(received, skew);
         assert_eq!(at, received);
         assert!(note.unwrap().contains("9999-12-31"));
         let (at, note) =

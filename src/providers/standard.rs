@@ -92,7 +92,7 @@ impl Provider for Standard {
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError> {
-        self.verify_at(headers, body, crate::timefmt::now().unix_timestamp())
+        self.verify_at(headers, body, crate::stamp::Stamp::now().unix_timestamp())
     }
 
     fn envelope(&self, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
@@ -114,6 +114,7 @@ impl Provider for Standard {
                 .ok()
                 .and_then(|t| t.parse::<i64>().ok())
                 .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(crate::stamp::Stamp::new)
                 .map_or(When::Absent, When::At)
         });
         Ok(Envelope {
@@ -149,7 +150,7 @@ impl Provider for Standard {
             &RECORDS,
             &[kind, &id],
             &fields,
-            tomb_for(action, &event.occurred_at),
+            tomb_for(action, event.occurred_at),
         )?;
         Ok(tx.outcome())
     }

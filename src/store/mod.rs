@@ -40,41 +40,22 @@ fn one_line(s: &str) -> String {
 }
 
 impl StoreError {
-    /// True when the same work may succeed if simply tried again: the connection went away,
-    /// or PostgreSQL gave up on a lock (a deadlock between two instances' projectors, a
-    /// serialization failure, a cancelled statement).
-    pub fn is_transient(&self) -> bool {
-        use diesel::result::DatabaseErrorKind as K;
-        match self {
-            StoreError::Connect(_) => true,
-            StoreError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
-                matches!(
-                    kind,
-                    K::ClosedConnection
-                        | K::UnableToSendCommand
-                        | K::SerializationFailure
-                        | K::ReadOnlyTransaction
-                ) || {
-                    let m = info.message();
-                    [
-                        "deadlock detected",
-                        "canceling statement",
-                        "terminating connection",
-                        "could not",
-                        "database is locked",
-                        "disk",
-                        "out of memory",
-                        "too many",
-                        "read-only",
-                        "shutting down",
-                        "starting up",
-                    ]
-                    .iter()
-                    .any(|s| m.contains(s))
-                }
-            }
-            _ => false,
-        }
+    /// True when the connection is gone (or was never made): the work may succeed on a fresh
+    /// one, and nothing can be learnt about the work from this one. This is the one class
+    /// diesel's error kinds name; a deadlock or a full disk is `Unknown` (diesel keeps no
+    /// other SQLSTATE), so callers that must tell a passing failure from one the work causes
+    /// ask the database for a write afterwards ([`Db::takes_writes`]), or bound their tries,
+    /// and never read the message.
+    pub fn connection_lost(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as K, Error};
+        matches!(
+            self,
+            StoreError::Connect(_)
+                | StoreError::Query(Error::DatabaseError(
+                    K::ClosedConnection | K::UnableToSendCommand,
+                    _
+                ))
+        )
     }
 }
 
@@ -86,7 +67,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// An expression reading the instant `expr` back as stored text (`timefmt`): SQLite keeps
+    /// An expression reading the instant `expr` back as stored text (see `stamp`): SQLite keeps
     /// that text as it is; PostgreSQL formats its `timestamptz` the same way, so positions built
     /// from it compare alike on both.
     pub fn time_text(self, expr: &str) -> String {
@@ -383,9 +364,16 @@ impl Db {
     }
 
     /// Proves the database takes writes (for `/readyz`).
+    /// Whether the database, after `e`, still takes a write (a heartbeat): then `e` came from
+    /// what was being written, not from the database. A lost connection is the database's
+    /// whatever a fresh one would say. Call it outside a failed transaction.
+    pub fn takes_writes(&mut self, e: &StoreError) -> bool {
+        !e.connection_lost() && self.heartbeat().is_ok()
+    }
+
     pub fn heartbeat(&mut self) -> Result<(), StoreError> {
-        let now = crate::timefmt::format(crate::timefmt::now());
-        self.exec(Stmt::new("INSERT INTO hooksync_health (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").time(&now))?;
+        let now = crate::stamp::Stamp::now();
+        self.exec(Stmt::new("INSERT INTO hooksync_health (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at").time(now))?;
         Ok(())
     }
 

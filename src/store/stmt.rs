@@ -16,6 +16,8 @@ use diesel::sql_types::{BigInt, Binary, Bool, Nullable, Text, Untyped};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl};
 
+use crate::stamp::Stamp;
+
 /// One bound value.
 #[derive(Debug, Clone, Copy)]
 pub enum Bind<'a> {
@@ -23,8 +25,8 @@ pub enum Bind<'a> {
     Int(Option<i64>),
     Blob(Option<&'a [u8]>),
     Bool(Option<bool>),
-    /// An instant in the fixed-width UTC text of `timefmt`.
-    Time(Option<&'a str>),
+    /// An instant.
+    Time(Option<Stamp>),
     /// An exact decimal number as text.
     Money(Option<&'a str>),
     /// A JSON document as text.
@@ -72,12 +74,12 @@ impl<'a> Stmt<'a> {
         self
     }
 
-    pub fn time(mut self, v: &'a str) -> Self {
+    pub fn time(mut self, v: Stamp) -> Self {
         self.binds.push(Bind::Time(Some(v)));
         self
     }
 
-    pub fn opt_time(mut self, v: Option<&'a str>) -> Self {
+    pub fn opt_time(mut self, v: Option<Stamp>) -> Self {
         self.binds.push(Bind::Time(v));
         self
     }
@@ -161,9 +163,10 @@ macro_rules! walk_ast_for {
                 for part in parts {
                     let bind = binds.next().ok_or_else(|| mismatch(self.sql))?;
                     match bind {
-                        Bind::Text(v) | Bind::Time(v) | Bind::Money(v) | Bind::Json(v) => {
+                        Bind::Text(v) | Bind::Money(v) | Bind::Json(v) => {
                             out.push_bind_param::<Nullable<Text>, _>(v)?
                         }
+                        Bind::Time(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
                         Bind::Int(v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
                         Bind::Blob(v) => out.push_bind_param::<Nullable<Binary>, _>(v)?,
                         Bind::Bool(v) => out.push_bind_param::<Nullable<Bool>, _>(v)?,
