@@ -17,14 +17,14 @@ mod listener;
 pub mod media;
 pub mod metrics;
 mod outage;
-pub mod projection;
+mod projection;
 pub mod projector;
 pub mod providers;
 pub mod rebuild;
-pub mod secret;
+mod secret;
 mod server;
+pub mod stamp;
 pub mod store;
-pub mod timefmt;
 pub mod tls;
 
 pub mod app;
