@@ -176,7 +176,7 @@ pub async fn run(
 
     let media_stop = Arc::new(tokio::sync::Notify::new());
     let fetcher = cfg.media.enabled.then(|| {
-        tokio::spawn(crate::media::fetch::run(
+        tokio::spawn(crate::fetcher::run(
             inbox.clone(),
             cfg.media.clone(),
             media_wake.clone(),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -54,7 +55,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cfg),
         Command::Migrate => migrate(&cfg),
-        Command::Rebuild => crate::rebuild::run(&cfg).map(|s| println!("{s}")),
+        Command::Rebuild => rebuild(&cfg).map(|s| println!("{s}")),
         Command::CheckConfig => Ok(()),
     };
     match result {
@@ -87,6 +88,28 @@ fn init_tracing(cfg: &Config) {
     } else {
         builder.try_init()
     };
+}
+
+/// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
+fn rebuild(cfg: &Config) -> anyhow::Result<crate::rebuild::Summary> {
+    let providers = crate::app::providers(&crate::app::endpoints(cfg)?);
+    let opts = crate::app::db_options(cfg)?;
+    let mut db = crate::store::open_and_migrate(&opts)?;
+    let projector = crate::projector::Projector::new(
+        providers.clone(),
+        crate::projector::chunk_size(&cfg.projector, opts.url.backend()),
+        cfg.projector.max_attempts,
+        std::sync::Arc::new(crate::metrics::Metrics::default()),
+        None,
+    );
+    crate::rebuild::rebuild(
+        &mut db,
+        &opts,
+        &projector,
+        &providers,
+        std::time::Duration::from_millis(cfg.projector.poll_interval_ms),
+    )
+    .context("the rebuild did not finish (running it again is safe)")
 }
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {

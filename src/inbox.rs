@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::event::{EventStatus, NewEvent};
-use crate::media;
 use crate::metrics::Metrics;
 use crate::outage::Outage;
-use crate::stamp::Stamp;
 use crate::store::{Backend, Db, DbOptions, Durability, Stmt, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +41,14 @@ pub enum InboxError {
 
 type Reply = oneshot::Sender<Result<Stored, InboxError>>;
 
-type Due = (Vec<media::Job>, Option<Stamp>);
+/// Work another module runs on the writer's connection (the media fetcher's reads and
+/// writes); it hands its own result back and returns only whether the database failed.
+type Task = Box<dyn FnOnce(&mut Db) -> Result<(), StoreError> + Send>;
 
 enum Command {
     Ingest(Box<NewEvent>, Reply),
     Ping(oneshot::Sender<Result<(), InboxError>>),
-    MediaDue(Stamp, i64, oneshot::Sender<Result<Due, InboxError>>),
-    MediaDone(
-        Box<(media::Key, String, media::Outcome)>,
-        oneshot::Sender<Result<(), InboxError>>,
-    ),
+    Task(Task, oneshot::Sender<Result<(), InboxError>>),
 }
 
 /// The request side of the inbox: cheap to clone, one per connection.
@@ -122,23 +118,22 @@ impl Inbox {
         self.wait(rx).await?
     }
 
-    /// Media downloads due at `now`, for the fetcher.
-    pub async fn media_due(&self, now: Stamp, limit: i64) -> Result<Due, InboxError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::MediaDue(now, limit, tx))?;
-        self.wait(rx).await?
-    }
-
-    /// Records how a download went.
-    pub async fn media_done(
+    /// Runs `work` on the single writer's connection, between batches, and returns what it
+    /// returned. On SQLite every write must go through this thread; `work` should be short,
+    /// as the batches wait for it.
+    pub async fn run<T: Send + 'static>(
         &self,
-        key: media::Key,
-        digest: String,
-        outcome: media::Outcome,
-    ) -> Result<(), InboxError> {
+        work: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, InboxError> {
+        let (done_tx, done_rx) = oneshot::channel();
         let (tx, rx) = oneshot::channel();
-        self.send(Command::MediaDone(Box::new((key, digest, outcome)), tx))?;
-        self.wait(rx).await?
+        let task: Task = Box::new(move |db| {
+            let _ = done_tx.send(work(db)?);
+            Ok(())
+        });
+        self.send(Command::Task(task, tx))?;
+        self.wait(rx).await??;
+        done_rx.await.map_err(|_| InboxError::Closed)
     }
 
     /// Succeeds when the database takes a write now.
@@ -442,12 +437,12 @@ impl StoreThread {
     fn handle(&mut self, batch: Vec<Command>) -> bool {
         let mut events = Vec::with_capacity(batch.len());
         let mut pings = Vec::new();
-        let mut media_cmds = Vec::new();
+        let mut tasks = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Ingest(ev, reply) => events.push((ev, reply)),
                 Command::Ping(reply) => pings.push(reply),
-                other => media_cmds.push(other),
+                Command::Task(task, reply) => tasks.push((task, reply)),
             }
         }
         let mut queued_new = false;
@@ -485,24 +480,9 @@ impl StoreThread {
                 }
             }
         }
-        for cmd in media_cmds {
-            let now = Stamp::now();
-            match cmd {
-                Command::MediaDue(at, limit, reply) => {
-                    let r = self.connection().and_then(|db| media::due(db, at, limit));
-                    let _ = reply.send(self.checked(r));
-                }
-                Command::MediaDone(done, reply) => {
-                    let (key, digest, outcome) = *done;
-                    let r = self.connection().and_then(|db| {
-                        db.transaction(Durability::Synced, |db| {
-                            media::record(db, &key, &digest, &outcome, now)
-                        })
-                    });
-                    let _ = reply.send(self.checked(r));
-                }
-                Command::Ingest(..) | Command::Ping(..) => {}
-            }
+        for (task, reply) in tasks {
+            let r = self.connection().and_then(task);
+            let _ = reply.send(self.checked(r));
         }
         for reply in pings {
             let r = match &self.commit_failed {

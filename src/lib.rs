@@ -11,6 +11,7 @@ mod admin;
 pub mod cli;
 pub mod config;
 pub mod event;
+mod fetcher;
 pub mod inbox;
 pub mod json;
 mod listener;

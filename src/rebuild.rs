@@ -22,15 +22,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 
-use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::providers::Provider;
-use crate::store::{self, marks, Db, DbOptions, Durability, Sql, Stmt, StoreError};
+use crate::store::{marks, Db, DbOptions, Durability, Sql, Stmt, StoreError};
 
 /// Every table the projector writes. `media` is not one of them: the fetcher fills it.
 pub const DOMAIN_TABLES: &[&str] = &[
@@ -91,28 +88,6 @@ struct StatusCount {
     status: String,
     #[diesel(sql_type = BigInt)]
     n: i64,
-}
-
-/// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
-pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
-    let providers = crate::app::providers(&crate::app::endpoints(cfg)?);
-    let opts = crate::app::db_options(cfg)?;
-    let mut db = store::open_and_migrate(&opts)?;
-    let projector = Projector::new(
-        providers.clone(),
-        crate::projector::chunk_size(&cfg.projector, opts.url.backend()),
-        cfg.projector.max_attempts,
-        Arc::new(Metrics::default()),
-        None,
-    );
-    rebuild(
-        &mut db,
-        &opts,
-        &projector,
-        &providers,
-        Duration::from_millis(cfg.projector.poll_interval_ms),
-    )
-    .context("the rebuild did not finish (running it again is safe)")
 }
 
 /// Steps failed in a row (a lock, a lost connection, a restarting server) before the command

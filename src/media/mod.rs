@@ -1,14 +1,10 @@
-//! Pre-fetching of call recordings and letters. Followup events carry presigned URLs that stop
-//! working about an hour later; hooksync downloads them before they do.
+//! The `media` table: one row per (source, followup, kind) for the call recordings and letters
+//! behind followups' presigned URLs, and the names their files get.
 //!
-//! The projector keeps one `media` row per (source, followup, kind) current with the followup's
-//! URL (`seen`, inside its transaction); the fetcher (`fetch`) asks the store thread for due
-//! rows, downloads them under the guards of `guard`, and reports back (`record`). The URL's
-//! query string is a credential: it is read from `followups` when needed and never stored in
-//! `media`, logged, or put in an error message.
-
-pub mod fetch;
-pub mod guard;
+//! The projector keeps each row current with the followup's URL (`seen`, inside its
+//! transaction); the fetcher (`crate::fetcher`) takes the due rows (`due`), downloads them and
+//! records how it went (`record`). The URL's query string is a credential: it is read from
+//! `followups` when needed and never stored in `media`, logged, or put in an error message.
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;

@@ -2,6 +2,8 @@
 //! reach allowed hosts at allowed addresses, streaming to a temporary file that is hashed on
 //! the way, synced and renamed, so memory stays flat and a reader never sees half a file.
 
+mod guard;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,12 +18,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::guard::{forbidden, host_allowed, redact};
-use super::{Job, Key, Outcome};
 use crate::config::MediaConfig;
 use crate::inbox::Inbox;
+use crate::media::{Job, Key, Outcome};
 use crate::outage::Outage;
 use crate::stamp::Stamp;
+use guard::{forbidden, host_allowed, redact};
 
 /// A refusal by the guards: final, retrying cannot change it.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,22 @@ fn describe(e: &reqwest::Error) -> (String, bool) {
 
 fn expired(job: &Job) -> bool {
     job.expires_at.is_some_and(|t| t <= Stamp::now())
+}
+
+/// Records how a download went, durably, on the single writer.
+async fn record(
+    inbox: &Inbox,
+    key: Key,
+    digest: String,
+    outcome: Outcome,
+) -> Result<(), crate::inbox::InboxError> {
+    inbox
+        .run(move |db| {
+            db.transaction(crate::store::Durability::Synced, |db| {
+                crate::media::record(db, &key, &digest, &outcome, Stamp::now())
+            })
+        })
+        .await
 }
 
 pub struct Downloader {
@@ -304,12 +322,12 @@ impl Downloader {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let dir = self.dir.join(super::name_part(&job.key.source));
+        let dir = self.dir.join(crate::media::name_part(&job.key.source));
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| (format!("cannot create {}: {e}", dir.display()), false))?;
         let ext = Path::new(url.path()).extension().and_then(|e| e.to_str());
-        let name = super::file_name(&job.key.followup_id, &job.key.kind, ext);
+        let name = crate::media::file_name(&job.key.followup_id, &job.key.kind, ext);
         let tmp = dir.join(format!(".tmp-{name}-{:016x}", rand::rng().random::<u64>()));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp)
@@ -388,7 +406,10 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
         let free = permits.available_permits();
         if free > 0 {
             let busy = in_flight.lock().map(|s| s.len()).unwrap_or(0);
-            match inbox.media_due(Stamp::now(), (free + busy) as i64).await {
+            match inbox
+                .run(move |db| crate::media::due(db, Stamp::now(), (free + busy) as i64))
+                .await
+            {
                 Ok((jobs, next)) => {
                     outage.recover();
                     for job in jobs {
@@ -416,7 +437,7 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
                                 Outcome::Retry { error, next_at } => tracing::warn!(source = %job.key.source, followup = %job.key.followup_id, kind = %job.key.kind, %host, %error, %next_at, "media download failed; will retry"),
                                 Outcome::Failed { error } | Outcome::Expired { error } => tracing::warn!(source = %job.key.source, followup = %job.key.followup_id, kind = %job.key.kind, %host, %error, "media not fetched"),
                             }
-                            if let Err(e) = inbox.media_done(job.key.clone(), job.digest.clone(), outcome).await {
+                            if let Err(e) = record(&inbox, job.key.clone(), job.digest.clone(), outcome).await {
                                 tracing::warn!(error = %e, "cannot record media outcome; it will be retried");
                             }
                             if let Ok(mut s) = in_flight.lock() {
@@ -507,7 +528,7 @@ mod tests {
 
     #[test]
     fn file_names_are_one_to_one_and_bounded() {
-        use super::super::{file_name, name_part};
+        use crate::media::{file_name, name_part};
         assert_eq!(
             file_name("f8a3c7e2d9b1", "audio", Some("mp3")),
             "f8a3c7e2d9b1.audio.mp3"
