@@ -111,5 +111,6 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
         tls_handshake_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(5),
     };
-    crate::listener::serve("admin", listener, None, admin, limits, || {}, shutdown).await;
+    let (_plain, tls) = tokio::sync::watch::channel(None);
+    crate::listener::serve("admin", listener, tls, admin, limits, || {}, shutdown).await;
 }

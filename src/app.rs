@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::projector::Projector;
 use crate::providers::{Endpoint, Provider};
 use crate::server::{self, Limits, Webhooks};
 use crate::store::{self, DbOptions, DbUrl};
+use crate::systemd::State;
 
 /// The sockets the daemon serves on; tests bind port 0 and read the addresses back.
 pub struct Listeners {
@@ -71,6 +73,13 @@ pub fn check(cfg: &Config) -> Vec<String> {
             problems.push(format!("media.extra_ca_file: {e}"));
         }
     }
+    // Loaded exactly as `serve` loads them, so a certificate and key that do not belong
+    // together are refused here, before a unit that checks first would restart in a loop.
+    if let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        if let Err(e) = crate::tls::server_config(cert, key) {
+            problems.push(format!("server.tls_cert / server.tls_key: {e}"));
+        }
+    }
     problems.extend(crate::providers::check(&cfg.endpoints));
     problems
 }
@@ -93,12 +102,33 @@ pub fn providers(endpoints: &[Endpoint]) -> HashMap<String, Arc<dyn Provider>> {
         .collect()
 }
 
+/// How a running daemon is asked to read its configuration again (SIGHUP): the file it came
+/// from, a message per request, and how to change the log's level.
+pub struct Reloads {
+    pub path: Option<PathBuf>,
+    pub requests: tokio::sync::mpsc::Receiver<()>,
+    pub set_log_level: SetLogLevel,
+}
+
+/// Replaces the log's level filter (a `RUST_LOG`-style spec).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Runs the daemon until `shutdown` resolves: migrations, store thread, listeners. Returns
 /// after in-flight requests are answered and the last commit is done.
 pub async fn run(
     cfg: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_reloadable(cfg, listeners, shutdown, None).await
+}
+
+/// [`run`], reading the configuration again at each of `reloads`' requests.
+pub async fn run_reloadable(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    reloads: Option<Reloads>,
 ) -> anyhow::Result<()> {
     let endpoints = endpoints(&cfg)?;
     let opts = db_options(&cfg)?;
@@ -150,15 +180,10 @@ pub async fn run(
     )
     .context("cannot start the store thread")?;
 
-    let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
-        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            crate::tls::server_config(cert, key)?,
-        )),
-        _ => {
-            tracing::warn!("no TLS certificate configured: serving plain HTTP (only behind a TLS-terminating proxy)");
-            None
-        }
-    };
+    let tls = tls_acceptor(&cfg)?;
+    if tls.is_none() {
+        tracing::warn!("no TLS certificate configured: serving plain HTTP (only behind a TLS-terminating proxy)");
+    }
     let s = &cfg.server;
     let limits = Limits {
         max_body_bytes: s.max_body_bytes,
@@ -198,16 +223,39 @@ pub async fn run(
         }))
     });
 
-    tracing::info!(
-        addr = %listeners.webhooks.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        tls = tls.is_some(),
-        endpoints = cfg.endpoints.len(),
-        "listening for webhooks"
-    );
-    let app = Arc::new(Webhooks::new(endpoints, inbox, limits, metrics));
-    server::serve(listeners.webhooks, tls, app, shutdown).await;
+    let addr = listeners
+        .webhooks
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, tls = tls.is_some(), endpoints = cfg.endpoints.len(), "listening for webhooks");
+    let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls);
+    let app = Arc::new(Webhooks::new(endpoints, inbox.clone(), limits, metrics));
+    let reloader = reloads.map(|r| tokio::spawn(reload_loop(r, cfg.clone(), app.clone(), tls_tx)));
+    let watchdog = crate::systemd::watchdog_interval().map(|every| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(feed_watchdog(inbox.clone(), every, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }))
+    });
+    drop(inbox);
+    // Both listeners are bound and the store is migrated: connections are accepted from here.
+    let status = format!("serving {} endpoint(s) on {addr}", cfg.endpoints.len());
+    crate::systemd::notify(&[State::Ready, State::Status(&status)]);
+    server::serve(listeners.webhooks, tls_rx, app, async {
+        shutdown.await;
+        crate::systemd::notify(&[State::Stopping]);
+    })
+    .await;
 
     let _ = stop_tx.send(true);
+    if let Some(r) = reloader {
+        r.abort();
+        let _ = r.await;
+    }
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
     // Downloads in flight are dropped; their rows stay pending and resume at the next start.
     media_stop.notify_one();
     if let Some(f) = fetcher {
@@ -226,6 +274,145 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn tls_acceptor(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    Ok(match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(cert, key)?,
+        )),
+        _ => None,
+    })
+}
+
+/// Keeps systemd's watchdog fed while the store thread answers: a ping that gets any answer
+/// in time (even "the database is down") shows the thread alive; a wedged thread answers
+/// nothing, the keep-alives stop, and systemd restarts the service.
+async fn feed_watchdog(inbox: Inbox, every: Duration, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let answered = matches!(
+            tokio::time::timeout(every, inbox.ping()).await,
+            Ok(Ok(()) | Err(crate::inbox::InboxError::Unavailable(_)))
+        );
+        if answered {
+            crate::systemd::notify(&[State::Watchdog]);
+        } else {
+            tracing::warn!(
+                "the store thread did not answer in time; the systemd watchdog is not fed"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = &mut stop => return,
+        }
+    }
+}
+
+/// A configuration read again and checked whole, ready to replace the running one.
+struct Prepared {
+    cfg: Config,
+    endpoints: Vec<Endpoint>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+fn prepare(path: Option<&std::path::Path>) -> anyhow::Result<Prepared> {
+    let cfg = load_config(path)?;
+    let endpoints = endpoints(&cfg)?;
+    let tls = tls_acceptor(&cfg)?;
+    Ok(Prepared {
+        cfg,
+        endpoints,
+        tls,
+    })
+}
+
+/// The keys that changed between `old` and `new` but apply only at the next start.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let (o, n) = (&old.server, &new.server);
+    if o.listen != n.listen {
+        keys.push("server.listen");
+    }
+    if o.admin_listen != n.admin_listen {
+        keys.push("server.admin_listen");
+    }
+    if o.tls_cert.is_some() != n.tls_cert.is_some() {
+        keys.push("server.tls_cert (TLS on or off)");
+    }
+    let mut same_limits = n.clone();
+    same_limits.listen = o.listen;
+    same_limits.admin_listen = o.admin_listen;
+    same_limits.tls_cert.clone_from(&o.tls_cert);
+    same_limits.tls_key.clone_from(&o.tls_key);
+    if &same_limits != o {
+        keys.push("server (limits and timeouts)");
+    }
+    if old.database != new.database {
+        keys.push("database");
+    }
+    if old.projector != new.projector {
+        keys.push("projector");
+    }
+    if old.media != new.media {
+        keys.push("media");
+    }
+    if old.log.format != new.log.format {
+        keys.push("log.format");
+    }
+    keys
+}
+
+/// Applies each reload request: the file is read and checked whole on a blocking thread; a
+/// file with any error is refused and the running configuration stays. What can change live
+/// does (endpoints with their secrets, tenants, topics and headers; the TLS certificate and
+/// key; the log level); the keys that need a restart are named.
+async fn reload_loop(
+    mut r: Reloads,
+    mut running: Config,
+    app: Arc<Webhooks>,
+    tls: tokio::sync::watch::Sender<Option<tokio_rustls::TlsAcceptor>>,
+) {
+    while r.requests.recv().await.is_some() {
+        crate::systemd::notify(&[State::Reloading]);
+        let path = r.path.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(path.as_deref())).await;
+        match prepared {
+            Ok(Ok(next)) => {
+                let restart = needs_restart(&running, &next.cfg);
+                let endpoints = next.endpoints.len();
+                app.set_endpoints(next.endpoints);
+                running.endpoints = next.cfg.endpoints;
+                if running.server.tls_cert.is_some() == next.cfg.server.tls_cert.is_some() {
+                    tls.send_replace(next.tls);
+                    running.server.tls_cert = next.cfg.server.tls_cert;
+                    running.server.tls_key = next.cfg.server.tls_key;
+                }
+                if running.log.level != next.cfg.log.level {
+                    if std::env::var_os("RUST_LOG").is_some() {
+                        tracing::warn!("log.level not applied: RUST_LOG sets the level");
+                    } else if let Err(e) = (r.set_log_level)(&next.cfg.log.level) {
+                        tracing::warn!(error = %e, "log.level not applied");
+                    } else {
+                        running.log.level = next.cfg.log.level;
+                    }
+                }
+                if restart.is_empty() {
+                    tracing::info!(endpoints, "configuration reloaded");
+                } else {
+                    tracing::warn!(endpoints, not_applied = %restart.join(", "), "configuration reloaded; the keys named need a restart to apply");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "configuration not reloaded; the running one stays"
+                )
+            }
+            Err(e) => tracing::error!(error = %e, "configuration not reloaded"),
+        }
+        crate::systemd::notify(&[State::Ready]);
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::app::SetLogLevel;
 use crate::config::Config;
 
 #[derive(Parser)]
@@ -24,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply migrations, then serve webhooks until SIGTERM or SIGINT.
+    /// Apply migrations, then serve webhooks until SIGTERM or SIGINT; SIGHUP reloads the
+    /// configuration.
     Serve,
     /// Apply the embedded migrations and exit.
     Migrate,
@@ -51,9 +53,9 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_tracing(&cfg);
+    let set_log_level = init_tracing(&cfg);
     let result = match cli.command {
-        Command::Serve => serve(cfg),
+        Command::Serve => serve(cfg, cli.config, set_log_level),
         Command::Migrate => migrate(&cfg),
         Command::Rebuild => rebuild(&cfg).map(|s| println!("{s}")),
         Command::CheckConfig => Ok(()),
@@ -68,26 +70,41 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let mut spec = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
-    // The HTTP client may print whole URLs at its finest levels, and a media URL's query is a
-    // credential: keep it at info unless the operator names it.
+/// The filter for a level spec: the HTTP client may print whole URLs at its finest levels,
+/// and a media URL's query is a credential, so it stays at info unless the operator names it.
+fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let mut spec = spec.to_owned();
     if !spec.contains("reqwest") {
         spec.push_str(",reqwest=info,hyper_util=info");
     }
-    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::EnvFilter::try_new(&spec).map_err(|e| e.to_string())
+}
+
+/// Installs the log; returns how a reload changes its level.
+fn init_tracing(cfg: &Config) -> SetLogLevel {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
+    let filter = log_filter(&spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal; journald and files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let _ = if cfg.log.format == "json" {
-        builder.json().try_init()
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder;
+            let handle = builder.reload_handle();
+            let _ = builder.try_init();
+            Box::new(move |level: &str| {
+                handle.reload(log_filter(level)?).map_err(|e| e.to_string())
+            }) as SetLogLevel
+        }};
+    }
+    if cfg.log.format == "json" {
+        install!(builder.json().with_filter_reloading())
     } else {
-        builder.try_init()
-    };
+        install!(builder.with_filter_reloading())
+    }
 }
 
 /// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
@@ -120,14 +137,29 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(cfg: Config) -> anyhow::Result<()> {
+fn serve(cfg: Config, path: Option<PathBuf>, set_log_level: SetLogLevel) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hooksync")
         .build()?;
     rt.block_on(async move {
         let listeners = crate::Listeners::bind(&cfg).await?;
-        crate::run(cfg, listeners, shutdown_signal()).await
+        let (tx, requests) = tokio::sync::mpsc::channel(1);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(signal = "SIGHUP", "reading the configuration again");
+                // Several signals while one reload runs make one more reload, not a queue.
+                let _ = tx.try_send(());
+            }
+        });
+        let reloads = crate::app::Reloads {
+            path,
+            requests,
+            set_log_level,
+        };
+        crate::app::run_reloadable(cfg, listeners, shutdown_signal(), Some(reloads)).await
     })
 }
 

@@ -26,6 +26,7 @@ mod secret;
 mod server;
 pub mod stamp;
 pub mod store;
+mod systemd;
 pub mod tls;
 
 pub mod app;

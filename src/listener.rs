@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::outage::Outage;
@@ -97,11 +97,13 @@ impl Drop for PeerSlot {
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting, lets the
 /// requests in progress finish (up to the grace period) and returns. `on_peer_refused` is
-/// called for each connection closed because its peer had its share.
+/// called for each connection closed because its peer had its share. A connection is served
+/// with the TLS configuration `tls` holds when it is accepted (`None`: plain HTTP), so a
+/// reloaded certificate applies to new connections and those open keep theirs.
 pub async fn serve<H: Handler>(
     name: &'static str,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: watch::Receiver<Option<TlsAcceptor>>,
     handler: Arc<H>,
     limits: ConnLimits,
     on_peer_refused: impl Fn() + Send + 'static,
@@ -155,7 +157,7 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let http = http.clone();
-        let tls = tls.clone();
+        let tls = tls.borrow().clone();
         let watcher = graceful.watcher();
         let handshake = limits.tls_handshake_timeout;
         tokio::spawn(async move {

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::inbox::{Inbox, InboxError, Stored};
@@ -34,13 +35,16 @@ pub struct Limits {
 }
 
 pub struct Webhooks {
-    endpoints: HashMap<String, Route>,
+    /// Replaced whole on a reload; a request keeps the routes it started with.
+    endpoints: RwLock<Arc<Routes>>,
     inbox: Inbox,
     limits: Limits,
     metrics: Arc<Metrics>,
     /// 503s are counted in the metrics and logged as a run, not one line per request.
     refusing: SharedOutage,
 }
+
+type Routes = HashMap<String, Route>;
 
 /// An endpoint, and its run of refused signatures: a sender with an old secret has every
 /// event refused, which the log should say without a line per request (or per probe).
@@ -204,22 +208,28 @@ impl Webhooks {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let endpoints = endpoints
-            .into_iter()
-            .map(|e| {
-                let route = Route {
-                    refused: SharedOutage::new(format!("signatures on {}", e.source)),
-                    endpoint: Arc::new(e),
-                };
-                (route.endpoint.path.clone(), route)
-            })
-            .collect();
         Self {
-            endpoints,
+            endpoints: RwLock::new(Arc::new(routes(endpoints))),
             inbox,
             limits,
             metrics,
             refusing: SharedOutage::new("requests answered 503"),
+        }
+    }
+
+    /// Serves `endpoints` from the next request on (a reload).
+    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        let routes = Arc::new(routes(endpoints));
+        match self.endpoints.write() {
+            Ok(mut current) => *current = routes,
+            Err(poisoned) => *poisoned.into_inner() = routes,
+        }
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        match self.endpoints.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -253,10 +263,8 @@ impl Webhooks {
     }
 
     async fn accept(&self, req: Request<Incoming>) -> Result<Stored, Reject> {
-        let route = self
-            .endpoints
-            .get(req.uri().path())
-            .ok_or(Reject::NotFound)?;
+        let routes = self.routes();
+        let route = routes.get(req.uri().path()).ok_or(Reject::NotFound)?;
         let endpoint = &route.endpoint;
         if req.method() != Method::POST {
             return Err(Reject::Method);
@@ -278,11 +286,25 @@ impl Webhooks {
     }
 }
 
+fn routes(endpoints: Vec<Endpoint>) -> Routes {
+    endpoints
+        .into_iter()
+        .map(|e| {
+            let route = Route {
+                refused: SharedOutage::new(format!("signatures on {}", e.source)),
+                endpoint: Arc::new(e),
+            };
+            (route.endpoint.path.clone(), route)
+        })
+        .collect()
+}
+
 /// Serves webhooks on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish (up to the grace period) and returns.
+/// in-flight requests finish (up to the grace period) and returns. Each connection is
+/// served with the TLS configuration `tls` holds when it is accepted.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: watch::Receiver<Option<TlsAcceptor>>,
     app: Arc<Webhooks>,
     shutdown: impl Future<Output = ()>,
 ) {

@@ -242,16 +242,18 @@ fn systemd_unit_verifies() {
     };
     let (service, rebuild) = (unit("hooksync.service"), unit("hooksync-rebuild.service"));
     for u in [&service, &rebuild] {
+        assert!(u.contains("ProtectSystem=strict") && u.contains("NoNewPrivileges=yes"));
+        // The same user on the same state directory: the files SQLite creates for one can be
+        // opened by the other; its group reads the configuration and the TLS key.
         assert!(
-            u.contains("ProtectSystem=strict")
-                && u.contains("NoNewPrivileges=yes")
-                && u.contains("DynamicUser=yes")
+            u.contains("\nUser=hooksync\nGroup=hooksync\n") && u.contains("StateDirectory=hooksync")
         );
-        // The same dynamic user on the same state directory: the files SQLite creates for one
-        // can be opened by the other.
-        assert!(u.contains("\nUser=hooksync\n") && u.contains("StateDirectory=hooksync"));
+        assert!(!u.contains("DynamicUser=yes"));
     }
     assert!(service.contains("Restart=on-failure"));
+    for line in ["Type=notify", "WatchdogSec=30s", "ExecReload=/bin/kill -HUP $MAINPID"] {
+        assert!(service.contains(&format!("\n{line}\n")), "{line}");
+    }
     // The store thread calls setpriority at start: a filter without it would kill the daemon.
     assert!(
         service.contains("\nLimitNICE=-10\n")

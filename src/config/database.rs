@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::text;
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// May hold a password: printed only through [`redact_url`].

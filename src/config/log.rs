@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::text;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter (`info`, `hooksync=debug,info`); `RUST_LOG` wins when set.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::text;
 
 /// Pre-fetching of call recordings and letters (presigned URLs that expire).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
     pub enabled: bool,

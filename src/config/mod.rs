@@ -56,6 +56,11 @@ pub type Check<'a> = &'a dyn Fn(&Config) -> Vec<String>;
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
     Load(#[from] config::ConfigError),
+    #[error("cannot read configuration file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("configuration has {} problem(s):\n  {}", .0.len(), .0.join("\n  "))]
     Invalid(Vec<String>),
 }
@@ -116,7 +121,13 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            // Read here rather than by the config crate, which calls every unreadable file
+            // "not found": a file the service user may not read must say "permission denied".
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
         let mut env = EnvOverrides::read(vars);
         for (key, value, _) in &env.set {

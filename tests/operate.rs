@@ -1,0 +1,333 @@
+//! Operating the real binary: SIGHUP reloads what can change live (secrets, the TLS
+//! certificate, endpoints) and refuses a broken file whole; systemd hears READY, WATCHDOG,
+//! RELOADING, STOPPING at the right moments; `check-config` refuses a certificate and key that
+//! do not belong together.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{client, eventually, make_cert, sign, Daemon, Setup, SECRET};
+
+const NEW_SECRET: &str = "whsk_test_rotated_0002";
+
+fn body(n: u64) -> Vec<u8> {
+    format!(
+        r#"{{"id":"evt_op_{n}","type":"debt.created","created_at":"2024-01-01T00:00:00Z","data":{{"id":"d{n}","company_id":1}}}}"#
+    )
+    .into_bytes()
+}
+
+fn rewrite(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in the config");
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_a_secret_and_refuses_a_broken_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let log = dir.path().join("daemon.log");
+    let d = config.spawn_logging(Some(&log)).await;
+    assert_eq!(d.post(body(1), &sign(SECRET, &body(1))).await, 200);
+    assert_eq!(d.post(body(2), &sign(NEW_SECRET, &body(2))).await, 401);
+
+    rewrite(&config.path, SECRET, NEW_SECRET);
+    d.signal("HUP");
+    let mut n = 10;
+    eventually(
+        "the rotated secret to be accepted",
+        Duration::from_secs(20),
+        async || {
+            n += 1;
+            d.post(body(n), &sign(NEW_SECRET, &body(n))).await == 200
+        },
+    )
+    .await;
+    assert_eq!(
+        d.post(body(3), &sign(SECRET, &body(3))).await,
+        401,
+        "the replaced secret still works"
+    );
+
+    // A broken file: refused whole, the daemon serves on with what it had.
+    let good = std::fs::read_to_string(&config.path).unwrap();
+    std::fs::write(
+        &config.path,
+        good.replace(NEW_SECRET, "x")
+            .replace("[server]", "[server]\nno_such_key = 1"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    eventually(
+        "the refusal to be logged",
+        Duration::from_secs(20),
+        async || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("configuration not reloaded")
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("server.no_such_key: unknown key"),
+        "the log names what was wrong"
+    );
+    assert!(
+        !text.contains(NEW_SECRET) && !text.contains(SECRET),
+        "a secret reached the log"
+    );
+    assert_eq!(d.post(body(4), &sign(NEW_SECRET, &body(4))).await, 200);
+    let mut d = d;
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_new_certificate_to_new_connections_while_requests_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let d = config.spawn().await;
+    let other = tempfile::tempdir().unwrap();
+    let new_cert = make_cert(other.path());
+
+    // A client that trusts both certificates sends all along; none of its requests may fail.
+    let both = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&config.cert.pem).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&new_cert.pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, sent, failed, url) = (stop.clone(), sent.clone(), failed.clone(), d.url.clone());
+        tokio::spawn(async move {
+            let mut n = 1000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let b = body(n);
+                let ok = both
+                    .post(format!("{url}{}", common::PATH))
+                    .header("X-GetBill-Signature", sign(SECRET, &b))
+                    .body(b)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                sent.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    eventually("the load to run", Duration::from_secs(20), async || {
+        sent.load(Ordering::Relaxed) > 20
+    })
+    .await;
+
+    std::fs::copy(&new_cert.cert, &config.cert.cert).unwrap();
+    std::fs::copy(&new_cert.key, &config.cert.key).unwrap();
+    d.signal("HUP");
+    let url = format!("{}/healthz-not-a-route", d.url);
+    eventually(
+        "new connections to get the new certificate",
+        Duration::from_secs(20),
+        async || {
+            // A fresh client per try: a new connection, trusting only the new certificate.
+            client(&new_cert).get(&url).send().await.is_ok()
+        },
+    )
+    .await;
+    assert!(
+        client(&config.cert).get(&url).send().await.is_err(),
+        "a new connection still gets the old certificate"
+    );
+    let before = sent.load(Ordering::Relaxed);
+    eventually(
+        "more requests after the reload",
+        Duration::from_secs(20),
+        async || sent.load(Ordering::Relaxed) > before + 20,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed across the reload"
+    );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads what the daemon tells systemd, one datagram at a time.
+struct Systemd {
+    socket: UnixDatagram,
+}
+
+impl Systemd {
+    fn bind(dir: &std::path::Path) -> (Systemd, std::path::PathBuf) {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        (Systemd { socket }, path)
+    }
+
+    /// The next message within `limit`, if any.
+    fn next(&self, limit: Duration) -> Option<String> {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < limit {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    }
+
+    /// Waits for a message with `line`; returns the messages before it.
+    fn wait_for(&self, line: &str, limit: Duration) -> Vec<String> {
+        let start = std::time::Instant::now();
+        let mut seen = Vec::new();
+        while start.elapsed() < limit {
+            if let Some(m) = self.next(Duration::from_millis(200)) {
+                if m.lines().any(|l| l == line) {
+                    return seen;
+                }
+                seen.push(m);
+            }
+        }
+        panic!("no {line} within {limit:?}; saw {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let (systemd, sock) = Systemd::bind(dir.path());
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_hooksync"))
+            .arg("--config")
+            .arg(&config.path)
+            .arg("serve")
+            .env("NOTIFY_SOCKET", &sock)
+            .env("WATCHDOG_USEC", "1000000")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = client(&config.cert);
+    let admin = format!("http://127.0.0.1:{}", config.admin);
+
+    systemd.wait_for("READY=1", Duration::from_secs(20));
+    // READY=1 is sent once both listeners accept and the store is migrated.
+    let ready = http.get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // Keep-alives at about half of WATCHDOG_USEC.
+    systemd.wait_for("WATCHDOG=1", Duration::from_secs(3));
+    let start = std::time::Instant::now();
+    systemd.wait_for("WATCHDOG=1", Duration::from_secs(3));
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "keep-alives too far apart"
+    );
+
+    // While the store thread is stuck behind a lock it cannot take, the keep-alives stop.
+    let mut reader = common::Reader::open(dir.path());
+    reader.lock_writes();
+    // What was on its way before the lock is drained first.
+    while systemd.next(Duration::from_millis(700)).is_some() {}
+    let quiet = systemd.next(Duration::from_millis(1500));
+    assert!(
+        quiet.is_none(),
+        "the watchdog was fed while the store thread was blocked: {quiet:?}"
+    );
+    reader.unlock_writes();
+    systemd.wait_for("WATCHDOG=1", Duration::from_secs(10));
+
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    systemd.wait_for("RELOADING=1", Duration::from_secs(10));
+    systemd.wait_for("READY=1", Duration::from_secs(10));
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    systemd.wait_for("STOPPING=1", Duration::from_secs(10));
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn check_config_refuses_a_certificate_and_key_that_do_not_belong_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let other = tempfile::tempdir().unwrap();
+    let foreign = make_cert(other.path());
+    std::fs::copy(&foreign.key, &config.cert.key).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(&config.path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "accepted a key of another certificate"
+    );
+    assert!(err.contains("server.tls_cert / server.tls_key"), "{err}");
+}
+
+#[test]
+fn an_unreadable_configuration_says_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    std::fs::set_permissions(&config.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    // Root reads any file: the binary runs as nobody instead, as a service user would.
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_hooksync"));
+        c
+    } else {
+        std::fs::set_permissions(&config.path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_hooksync"))
+    };
+    let out = cmd.arg("--config").arg(&config.path).arg("check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot read configuration file"), "{err}");
+    assert!(err.contains("Permission denied") && !err.contains("not found"), "{err}");
+}
