@@ -69,6 +69,7 @@ fn count(db: &mut Db) -> Result<Backlog, StoreError> {
 
 impl Admin {
     async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+        let is_metrics = req.uri().path() == "/metrics";
         let (status, body) = match req.uri().path() {
             "/healthz" => (StatusCode::OK, "ok\n".to_string()),
             // A failed ping is counted in the store's own outage log, not once per probe.
@@ -88,6 +89,16 @@ impl Admin {
         };
         let mut r = Response::new(full(body));
         *r.status_mut() = status;
+        // Prometheus refuses a scrape without a content type; this is its text format 0.0.4.
+        let kind = if is_metrics {
+            "text/plain; version=0.0.4; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(kind),
+        );
         r
     }
 }

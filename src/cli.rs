@@ -1,4 +1,5 @@
-//! The command line: `hooksync [--config FILE] serve|migrate|check-config|rebuild`.
+//! The command line: `hooksync [--config FILE] serve|migrate|check-config|rebuild|status|
+//! events|retry|sign`. What the operator's commands read is in `ops`; this module prints it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::SetLogLevel;
 use crate::config::Config;
+use crate::stamp::Stamp;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +36,73 @@ enum Command {
     CheckConfig,
     /// Empty the domain tables and apply the event log again (downloaded media are kept).
     Rebuild,
+    /// Per endpoint: events received, by status, and the last one; the queue; media.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List events, newest first (`events show ENDPOINT EVENT_ID` prints one whole).
+    Events(EventsArgs),
+    /// Queue failed (or unhandled) events again; the projector applies them.
+    Retry {
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// `failed` or `unhandled`.
+        #[arg(long, default_value = "failed", value_parser = ["failed", "unhandled"])]
+        status: String,
+        /// Only events received since TIME (RFC 3339, or an age such as 90m, 24h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the header(s) an endpoint's provider would send with FILE's bytes.
+    Sign {
+        #[arg(long)]
+        endpoint: String,
+        /// The event id to sign (Standard Webhooks); a fresh one by default.
+        #[arg(long)]
+        id: Option<String>,
+        /// The Unix time to sign (Standard Webhooks); now by default.
+        #[arg(long)]
+        timestamp: Option<i64>,
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct EventsArgs {
+    #[command(subcommand)]
+    show: Option<EventsCommand>,
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long, value_parser = ["queued", "applied", "stale", "unhandled", "invalid", "failed"])]
+    status: Option<String>,
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Received at or after TIME (RFC 3339, or an age such as 90m, 24h, 7d).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Received before TIME.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// One event: payload, status, attempts, last error, times, and the rows it wrote last.
+    Show {
+        endpoint: String,
+        event_id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -58,6 +127,20 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(cfg, cli.config, set_log_level),
         Command::Migrate => migrate(&cfg),
         Command::Rebuild => rebuild(&cfg).map(|s| println!("{s}")),
+        Command::Status { json } => status(&cfg, json),
+        Command::Events(args) => events(&cfg, args),
+        Command::Retry {
+            endpoint,
+            status,
+            since,
+            json,
+        } => retry(&cfg, endpoint, status, since, json),
+        Command::Sign {
+            endpoint,
+            id,
+            timestamp,
+            file,
+        } => sign(&cfg, &endpoint, id, timestamp, &file),
         Command::CheckConfig => Ok(()),
     };
     match result {
@@ -127,6 +210,274 @@ fn rebuild(cfg: &Config) -> anyhow::Result<crate::rebuild::Summary> {
         std::time::Duration::from_millis(cfg.projector.poll_interval_ms),
     )
     .context("the rebuild did not finish (running it again is safe)")
+}
+
+/// The `source` of the endpoint named `name`.
+fn source_of(cfg: &Config, name: &str) -> anyhow::Result<String> {
+    cfg.endpoints
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.source.clone().unwrap_or_else(|| e.name.clone()))
+        .ok_or_else(|| anyhow::anyhow!("no endpoint named {name:?} in the configuration"))
+}
+
+/// A time given on the command line: RFC 3339 (or a naive date-time, taken as UTC), or an
+/// age before now (`90s`, `15m`, `24h`, `7d`).
+fn parse_time(text: &str, now: Stamp) -> anyhow::Result<Stamp> {
+    if let Some(t) = Stamp::parse(text) {
+        return Ok(t);
+    }
+    let unit = text.chars().last().unwrap_or(' ');
+    let n: i64 = text[..text.len() - unit.len_utf8().min(text.len())]
+        .parse()
+        .map_err(|_| {
+            anyhow::anyhow!("{text:?} is neither a time (RFC 3339) nor an age such as 24h")
+        })?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        'd' => n.saturating_mul(86_400),
+        _ => anyhow::bail!("{text:?} is neither a time (RFC 3339) nor an age such as 24h"),
+    };
+    Ok(now.plus(time::Duration::seconds(-secs)))
+}
+
+fn connect(cfg: &Config) -> anyhow::Result<crate::store::Db> {
+    let opts = crate::app::db_options(cfg)?;
+    Ok(crate::store::Db::connect(&opts)?)
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints rows as columns padded to their widest cell.
+fn print_table(head: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(head.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn age(at: Stamp, now: Stamp) -> String {
+    let s = at.until(now).as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
+    let mut db = connect(cfg)?;
+    let sources: Vec<String> = cfg
+        .endpoints
+        .iter()
+        .map(|e| e.source.clone().unwrap_or_else(|| e.name.clone()))
+        .collect();
+    let now = Stamp::now();
+    let st = crate::ops::status(&mut db, &sources, now)?;
+    if json {
+        return print_json(&st);
+    }
+    let mut head = vec!["SOURCE", "RECEIVED", "24H"];
+    head.extend(crate::ops::STATUSES.iter().map(|s| s.to_owned()));
+    head.extend(["LAST EVENT", "TYPE", "AGE"]);
+    let rows: Vec<Vec<String>> = st
+        .sources
+        .iter()
+        .map(|s| {
+            let mut r = vec![
+                s.source.clone(),
+                s.received.to_string(),
+                s.received_24h.to_string(),
+            ];
+            r.extend(
+                crate::ops::STATUSES
+                    .iter()
+                    .map(|k| s.by_status.get(*k).copied().unwrap_or(0).to_string()),
+            );
+            match &s.last {
+                Some(l) => r.extend([
+                    l.event_id.clone(),
+                    l.event_type.clone().unwrap_or_default(),
+                    age(l.received_at, now),
+                ]),
+                None => r.extend(["-".into(), "-".into(), "-".into()]),
+            }
+            r
+        })
+        .collect();
+    print_table(&head, &rows);
+    println!();
+    let oldest = st.oldest_queued.map_or("-".to_owned(), |t| age(t, now));
+    println!(
+        "queue: {} event(s) queued, the oldest received {oldest} ago",
+        st.queued
+    );
+    let media: Vec<String> = st.media.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("media: {}", media.join(", "));
+    Ok(())
+}
+
+fn events(cfg: &Config, args: EventsArgs) -> anyhow::Result<()> {
+    let mut db = connect(cfg)?;
+    let now = Stamp::now();
+    if let Some(EventsCommand::Show {
+        endpoint,
+        event_id,
+        json,
+    }) = args.show
+    {
+        let source = source_of(cfg, &endpoint)?;
+        let Some(e) =
+            crate::ops::event(&mut db, &source, &event_id, crate::rebuild::DOMAIN_TABLES)?
+        else {
+            anyhow::bail!("no event {event_id:?} from {endpoint}");
+        };
+        if json {
+            return print_json(&e);
+        }
+        let l = &e.line;
+        println!("event      {} (seq {})", l.event_id, l.seq);
+        println!("source     {}", l.source);
+        println!("type       {}", l.event_type.as_deref().unwrap_or("-"));
+        println!("status     {} after {} attempt(s)", l.status, l.attempts);
+        println!("error      {}", l.last_error.as_deref().unwrap_or("-"));
+        println!(
+            "occurred   {}{}",
+            l.occurred_at,
+            e.time_note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+        println!("received   {}", l.received_at);
+        println!(
+            "applied    {}",
+            e.applied_at.map_or("-".to_owned(), |t| t.to_string())
+        );
+        println!("payload    {}", e.payload.as_deref().unwrap_or("-"));
+        for (table, row) in &e.rows {
+            println!("row        {table}: {row}");
+        }
+        return Ok(());
+    }
+    let filter = crate::ops::Filter {
+        source: args
+            .endpoint
+            .as_deref()
+            .map(|e| source_of(cfg, e))
+            .transpose()?,
+        status: args.status,
+        event_type: args.event_type,
+        since: args
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()?,
+    };
+    let lines = crate::ops::events(&mut db, &filter, args.limit.max(0))?;
+    if args.json {
+        return print_json(&lines);
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.received_at.to_string(),
+                l.source.clone(),
+                l.event_id.clone(),
+                l.event_type.clone().unwrap_or_default(),
+                l.status.clone(),
+                l.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "RECEIVED",
+            "SOURCE",
+            "EVENT",
+            "TYPE",
+            "STATUS",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn retry(
+    cfg: &Config,
+    endpoint: Option<String>,
+    status: String,
+    since: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut db = connect(cfg)?;
+    let filter = crate::ops::Filter {
+        source: endpoint.as_deref().map(|e| source_of(cfg, e)).transpose()?,
+        status: Some(status.clone()),
+        since: since
+            .as_deref()
+            .map(|t| parse_time(t, Stamp::now()))
+            .transpose()?,
+        ..crate::ops::Filter::default()
+    };
+    let n = crate::ops::retry(&mut db, &filter)?;
+    if json {
+        return print_json(&serde_json::json!({ "queued": n, "status": status }));
+    }
+    println!("{n} {status} event(s) queued again");
+    Ok(())
+}
+
+fn sign(
+    cfg: &Config,
+    endpoint: &str,
+    id: Option<String>,
+    timestamp: Option<i64>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ep = cfg
+        .endpoints
+        .iter()
+        .find(|e| e.name == endpoint)
+        .ok_or_else(|| anyhow::anyhow!("no endpoint named {endpoint:?} in the configuration"))?;
+    let endpoint = crate::providers::Endpoint::from_config(ep).map_err(|e| anyhow::anyhow!(e))?;
+    let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let id = id.unwrap_or_else(|| format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())));
+    let at = timestamp.unwrap_or_else(|| Stamp::now().unix_timestamp());
+    for (name, value) in endpoint.provider.sign(&body, &id, at) {
+        println!("{name}: {value}");
+    }
+    Ok(())
 }
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ pub mod json;
 mod listener;
 pub mod media;
 pub mod metrics;
+pub mod ops;
 mod outage;
 mod projection;
 pub mod projector;

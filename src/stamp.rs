@@ -88,6 +88,12 @@ impl fmt::Display for Stamp {
     }
 }
 
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl From<Stamp> for OffsetDateTime {
     fn from(s: Stamp) -> OffsetDateTime {
         s.0

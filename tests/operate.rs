@@ -325,9 +325,274 @@ fn an_unreadable_configuration_says_permission_denied() {
         std::fs::set_permissions(&config.path, std::fs::Permissions::from_mode(0o000)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_hooksync"))
     };
-    let out = cmd.arg("--config").arg(&config.path).arg("check-config").output().unwrap();
+    let out = cmd
+        .arg("--config")
+        .arg(&config.path)
+        .arg("check-config")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("cannot read configuration file"), "{err}");
-    assert!(err.contains("Permission denied") && !err.contains("not found"), "{err}");
+    assert!(
+        err.contains("Permission denied") && !err.contains("not found"),
+        "{err}"
+    );
+}
+
+/// Runs the binary on `config` with `args`; returns (exit code, stdout, stderr).
+fn hooksync(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_of(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = hooksync(config, args, &[]);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_events_show_and_retry_against_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let d = config.spawn().await;
+    for n in 1..=3 {
+        assert_eq!(d.send(body(n)).await, 200);
+    }
+    // An authentic event the projector cannot apply: its debt has no id.
+    let bad =
+        br#"{"id":"evt_bad","type":"debt.created","created_at":"2024-01-01T00:00:00Z","data":{"company_id":1}}"#
+            .to_vec();
+    assert_eq!(d.send(bad).await, 200);
+    let mut db = common::Reader::open(dir.path());
+    common::wait_until("the projector to finish", Duration::from_secs(30), || {
+        db.queued() == 0
+    })
+    .await;
+
+    let st = json_of(&config.path, &["status", "--json"]);
+    let g = &st["sources"][0];
+    assert_eq!(g["source"], "getbill");
+    assert_eq!(g["received"], 4);
+    assert_eq!(g["received_24h"], 4);
+    assert_eq!(g["by_status"]["applied"], 3, "{st}");
+    assert_eq!(g["by_status"]["failed"], 1, "{st}");
+    assert_eq!(g["by_status"]["queued"], 0);
+    assert_eq!(g["last"]["event_id"], "evt_bad");
+    assert_eq!(st["queued"], 0);
+    let (code, table, _) = hooksync(&config.path, &["status"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("getbill") && table.contains("queue: 0 event(s) queued"),
+        "{table}"
+    );
+
+    let failed = json_of(&config.path, &["events", "--status", "failed", "--json"]);
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(failed[0]["event_id"], "evt_bad");
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("data.id is missing"),
+        "{failed}"
+    );
+    let all = json_of(
+        &config.path,
+        &["events", "--endpoint", "getbill", "--since", "1h", "--json"],
+    );
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["evt_bad", "evt_op_3", "evt_op_2", "evt_op_1"],
+        "newest first"
+    );
+    let limited = json_of(
+        &config.path,
+        &["events", "--limit", "2", "--type", "debt.created", "--json"],
+    );
+    assert_eq!(limited.as_array().unwrap().len(), 2);
+
+    let one = json_of(
+        &config.path,
+        &["events", "show", "getbill", "evt_op_2", "--json"],
+    );
+    assert_eq!(one["status"], "applied");
+    assert_eq!(one["attempts"], 1);
+    assert!(one["applied_at"].is_string());
+    assert!(one["payload"].as_str().unwrap().contains("\"d2\""));
+    assert_eq!(one["rows"][0][0], "debts");
+    assert_eq!(one["rows"][0][1]["id"], "d2", "{one}");
+    let (code, _, err) = hooksync(
+        &config.path,
+        &["events", "show", "getbill", "evt_none"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no event \"evt_none\""), "{err}");
+
+    let retried = json_of(&config.path, &["retry", "--endpoint", "getbill", "--json"]);
+    assert_eq!(retried["queued"], 1);
+    // Applied again by the running daemon, and failed again on its own.
+    common::eventually(
+        "the retried event to be applied again",
+        Duration::from_secs(30),
+        async || {
+            let f = json_of(&config.path, &["events", "--status", "failed", "--json"]);
+            f.as_array().is_some_and(|a| {
+                a.len() == 1 && a[0]["attempts"] == 1 && a[0]["event_id"] == "evt_bad"
+            })
+        },
+    )
+    .await;
+    let (code, out, _) = hooksync(&config.path, &["retry", "--status", "unhandled"], &[]);
+    assert_eq!((code, out.trim()), (0, "0 unhandled event(s) queued again"));
+
+    // A database that cannot be reached: a one-line reason and a failing exit.
+    let url = match reader_backend(&mut db) {
+        hooksync::store::Backend::Sqlite => "sqlite:///nonexistent-dir/x/hooksync.db".to_owned(),
+        hooksync::store::Backend::Postgres => format!(
+            "postgres://nobody@127.0.0.1:{}/none",
+            common::ports::free_port()
+        ),
+    };
+    let (code, out, err) = hooksync(
+        &config.path,
+        &["status"],
+        &[("HOOKSYNC_DATABASE__URL", url.as_str())],
+    );
+    assert_ne!(code, 0);
+    assert!(out.is_empty());
+    let reason: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("hooksync: "))
+        .collect();
+    assert_eq!(reason.len(), 1, "{err}");
+    drop(d);
+}
+
+fn reader_backend(r: &mut common::Reader) -> hooksync::store::Backend {
+    r.backend()
+}
+
+#[test]
+fn sign_prints_the_headers_each_provider_sends() {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    fn mac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        m.update(msg);
+        m.finalize().into_bytes().to_vec()
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        extra_endpoints: common::providers::endpoints(None),
+        ..Setup::default()
+    };
+    let config = Daemon::write_config(dir.path(), &setup);
+    let file = dir.path().join("body.json");
+    let body = br#"{"id":"evt_1","type":"debt.created"}"#;
+    std::fs::write(&file, body).unwrap();
+    let file = file.to_str().unwrap();
+    let sign = |args: &[&str]| {
+        let mut all = vec!["sign"];
+        all.extend_from_slice(args);
+        all.push(file);
+        let (code, out, err) = hooksync(&config.path, &all, &[]);
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    use common::providers::{BILL_KEY, BL_HEADER, BL_SECRET, BL_TOKEN, WHSEC};
+    assert_eq!(
+        sign(&["--endpoint", "getbill"]),
+        [format!(
+            "X-GetBill-Signature: {}",
+            hex::encode(mac(SECRET.as_bytes(), body))
+        )]
+    );
+    assert_eq!(
+        sign(&["--endpoint", "bill"]),
+        [format!(
+            "X-Bill-Sha-Signature: {}",
+            b64.encode(mac(BILL_KEY.as_bytes(), body))
+        )]
+    );
+    assert_eq!(
+        sign(&["--endpoint", "bigledger"]),
+        [format!(
+            "X-Signature: sha256={}",
+            hex::encode(mac(BL_SECRET.as_bytes(), body))
+        )]
+    );
+    let topic = sign(&["--endpoint", "bl-customer_created"]);
+    assert_eq!(topic.len(), 1);
+    assert!(
+        topic[0].eq_ignore_ascii_case(&format!("{BL_HEADER}: {BL_TOKEN}")),
+        "{topic:?}"
+    );
+    // Standard Webhooks signs with the decoded bytes of the secret after `whsec_`.
+    let key = b64.decode(&WHSEC["whsec_".len()..]).unwrap();
+    let signed = [b"msg_1.1700000000.".as_slice(), body].concat();
+    assert_eq!(
+        sign(&[
+            "--endpoint",
+            "standard",
+            "--id",
+            "msg_1",
+            "--timestamp",
+            "1700000000"
+        ]),
+        [
+            "webhook-id: msg_1".to_owned(),
+            "webhook-timestamp: 1700000000".to_owned(),
+            format!("webhook-signature: v1,{}", b64.encode(mac(&key, &signed))),
+        ]
+    );
+    let fresh = sign(&["--endpoint", "standard"]);
+    assert!(
+        fresh[0].starts_with("webhook-id: msg_") && fresh.len() == 3,
+        "{fresh:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_as_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &Setup::default());
+    let d = config.spawn().await;
+    let r = d
+        .client
+        .get(format!("{}/metrics", d.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(kind, "text/plain; version=0.0.4; charset=utf-8");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE hooksync_requests_total counter"),
+        "{text}"
+    );
 }

@@ -246,12 +246,17 @@ fn systemd_unit_verifies() {
         // The same user on the same state directory: the files SQLite creates for one can be
         // opened by the other; its group reads the configuration and the TLS key.
         assert!(
-            u.contains("\nUser=hooksync\nGroup=hooksync\n") && u.contains("StateDirectory=hooksync")
+            u.contains("\nUser=hooksync\nGroup=hooksync\n")
+                && u.contains("StateDirectory=hooksync")
         );
         assert!(!u.contains("DynamicUser=yes"));
     }
     assert!(service.contains("Restart=on-failure"));
-    for line in ["Type=notify", "WatchdogSec=30s", "ExecReload=/bin/kill -HUP $MAINPID"] {
+    for line in [
+        "Type=notify",
+        "WatchdogSec=30s",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
         assert!(service.contains(&format!("\n{line}\n")), "{line}");
     }
     // The store thread calls setpriority at start: a filter without it would kill the daemon.

@@ -81,6 +81,10 @@ impl Provider for BigLedger {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "sha256=", body)
     }
 
+    fn sign(&self, body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
+        super::hex_hmac_header(&self.secrets, "X-Signature", "sha256=", body)
+    }
+
     fn envelope(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
         let text = utf8(body)?;
         let v: Value = serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))?;

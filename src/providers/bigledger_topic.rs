@@ -106,6 +106,12 @@ impl Provider for BigLedgerTopic {
         }
     }
 
+    /// Topic mode signs nothing: the configured header and value go with every body.
+    fn sign(&self, _body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
+        let value = String::from_utf8_lossy(self.value.expose()).into_owned();
+        vec![(self.header.as_str().to_owned(), value)]
+    }
+
     fn envelope(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
         let event_id = format!("{}:{}", self.topic, hex::encode(Sha256::digest(body)));
         let text = utf8(body)?;

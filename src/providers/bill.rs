@@ -122,6 +122,19 @@ impl Provider for Bill {
         any_secret_signed(&self.secrets, &given, body)
     }
 
+    fn sign(&self, body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
+        use base64::Engine;
+        self.secrets
+            .first()
+            .map(|s| {
+                let mac = crate::providers::hmac_sha256(s.expose(), &[body]);
+                let value = base64::engine::general_purpose::STANDARD.encode(mac);
+                ("X-Bill-Sha-Signature".to_owned(), value)
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn envelope(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
         let text = utf8(body)?;
         let (event, inner) = unwrap(text)?;

@@ -154,6 +154,10 @@ impl Provider for GetBill {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "", body)
     }
 
+    fn sign(&self, body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
+        super::hex_hmac_header(&self.secrets, "X-GetBill-Signature", "", body)
+    }
+
     fn envelope(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
         let text = utf8(body)?;
         let raw: RawEnvelope =

@@ -225,6 +225,30 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Applies one stored event to the domain tables.
     fn project(&self, event: &QueuedEvent, tx: &mut Tx<'_>) -> Result<Outcome, ProjectError>;
+
+    /// The header(s) this provider would send with `body`, signed with the endpoint's first
+    /// secret (`hooksync sign`, `hooksync send-test`). `id` and `at` (Unix seconds) are used
+    /// by schemes that sign them.
+    fn sign(&self, body: &[u8], id: &str, at: i64) -> Vec<(String, String)>;
+}
+
+/// The hex HMAC-SHA256 of `body` under the first of `secrets`, after `prefix`.
+fn hex_hmac_header(
+    secrets: &[Secret],
+    name: &str,
+    prefix: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    secrets
+        .first()
+        .map(|s| {
+            (
+                name.to_owned(),
+                format!("{prefix}{}", hex::encode(hmac_sha256(s.expose(), &[body]))),
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 /// Tie-break for events with the same timestamp: the lifecycle position of the event type.

@@ -95,6 +95,22 @@ impl Provider for Standard {
         self.verify_at(headers, body, crate::stamp::Stamp::now().unix_timestamp())
     }
 
+    /// Signed with the decoded bytes of the first `whsec_` secret, never its text.
+    fn sign(&self, body: &[u8], id: &str, at: i64) -> Vec<(String, String)> {
+        use base64::Engine;
+        let ts = at.to_string();
+        let Some(key) = self.keys.first() else {
+            return Vec::new();
+        };
+        let mac = hmac_sha256(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac);
+        vec![
+            ("webhook-id".to_owned(), id.to_owned()),
+            ("webhook-timestamp".to_owned(), ts),
+            ("webhook-signature".to_owned(), format!("v1,{sig}")),
+        ]
+    }
+
     fn envelope(&self, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String> {
         let event_id = header(headers, "webhook-id")
             .map_err(|_| "no webhook-id")?

@@ -1,0 +1,15 @@
+DROP INDEX events_by_source;
+DROP INDEX debts_synced;
+DROP INDEX followups_synced;
+DROP INDEX payments_synced;
+DROP INDEX payment_plans_synced;
+DROP INDEX notices_synced;
+DROP INDEX invoices_synced;
+DROP INDEX customers_synced;
+DROP INDEX bills_synced;
+DROP INDEX vendors_synced;
+DROP INDEX records_synced;
+DROP INDEX debts_status;
+DROP INDEX debts_company;
+DROP INDEX invoices_customer;
+DROP INDEX payments_customer;
