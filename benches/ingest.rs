@@ -834,7 +834,7 @@ fn inbox_alone(db_url: &str, conns: usize, dur: Duration) -> (f64, u64, f64) {
     if let Some(c) = checkpointer {
         c.stop();
     }
-    let commits = metrics.commits.load(Ordering::Relaxed);
+    let commits = metrics.commit_batch.get_sample_count();
     (stored.1, commits, stored.0 as f64 / commits.max(1) as f64)
 }
 

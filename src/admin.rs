@@ -61,7 +61,10 @@ impl BacklogReader {
 }
 
 fn count(db: &mut Db) -> Result<Backlog, StoreError> {
+    let oldest = crate::ops::oldest_queued(db)?;
     Ok(Backlog {
+        oldest_queued_seconds: oldest
+            .map_or(0.0, |t| t.until(crate::stamp::Stamp::now()).as_secs_f64()),
         events_queued: db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'queued'")?,
         media_pending: db.count("SELECT COUNT(*) AS n FROM media WHERE status = 'pending'")?,
     })
@@ -78,12 +81,10 @@ impl Admin {
                 Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
             },
             "/metrics" => {
-                let mut out = self.metrics.render();
-                // Left out while the database cannot answer: an absent gauge, not a false 0.
-                if let Some(b) = self.backlog.read().await {
-                    Metrics::render_backlog(&mut out, &b);
-                }
-                (StatusCode::OK, out)
+                // While the database cannot answer, the gauges keep their last values and
+                // `hooksync_database_up` says 0, so an alert on them does not silently stop.
+                self.metrics.set_backlog(self.backlog.read().await);
+                (StatusCode::OK, self.metrics.render())
             }
             _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
         };

@@ -139,7 +139,7 @@ pub async fn run_reloadable(
     let metrics = Arc::new(Metrics::default());
     let checkpoint_failures = metrics.clone();
     let checkpointer = store::Checkpointer::start(&opts, store::CHECKPOINT_INTERVAL, move || {
-        Metrics::inc(&checkpoint_failures.checkpoint_failures)
+        checkpoint_failures.db_error("checkpoint")
     })?;
     let media_wake = Arc::new(tokio::sync::Notify::new());
     let projector = cfg.projector.enabled.then(|| {
@@ -204,6 +204,7 @@ pub async fn run_reloadable(
         tokio::spawn(crate::fetcher::run(
             inbox.clone(),
             cfg.media.clone(),
+            metrics.clone(),
             media_wake.clone(),
             media_stop.clone(),
         ))
@@ -230,7 +231,13 @@ pub async fn run_reloadable(
         .unwrap_or_default();
     tracing::info!(%addr, tls = tls.is_some(), endpoints = cfg.endpoints.len(), "listening for webhooks");
     let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls);
-    let app = Arc::new(Webhooks::new(endpoints, inbox.clone(), limits, metrics));
+    let app = Arc::new(Webhooks::new(
+        endpoints,
+        inbox.clone(),
+        limits,
+        metrics,
+        cfg.log.access,
+    ));
     let reloader = reloads.map(|r| tokio::spawn(reload_loop(r, cfg.clone(), app.clone(), tls_tx)));
     let watchdog = crate::systemd::watchdog_interval().map(|every| {
         let mut rx = stop_rx.clone();

@@ -451,26 +451,23 @@ impl StoreThread {
                 Ok(results) => {
                     self.writes.recover();
                     self.commit_failed = None;
-                    Metrics::inc(&self.metrics.commits);
+                    self.metrics.commit_batch.observe(events.len() as f64);
                     for ((ev, reply), new) in events.into_iter().zip(results) {
                         if new {
                             queued_new |= ev.status == EventStatus::Queued;
                             if ev.time_note.is_some() {
-                                Metrics::inc(&self.metrics.time_replaced);
+                                self.metrics.time_replaced.inc();
                             }
-                            match ev.status {
-                                EventStatus::Invalid => Metrics::inc(&self.metrics.stored_invalid),
-                                EventStatus::Unhandled => {
-                                    Metrics::inc(&self.metrics.stored_unhandled)
-                                }
-                                EventStatus::Queued => {}
-                            }
+                            self.metrics
+                                .stored
+                                .with_label_values(&[ev.status.as_str()])
+                                .inc();
                         }
                         let _ = reply.send(Ok(if new { Stored::New } else { Stored::Duplicate }));
                     }
                 }
                 Err(e) => {
-                    Metrics::inc(&self.metrics.commit_failures);
+                    self.metrics.db_error("commit");
                     self.writes.fail(&e);
                     let msg = e.to_string();
                     self.commit_failed = Some((Instant::now(), msg.clone()));

@@ -1,141 +1,159 @@
-//! Process counters, exposed in Prometheus text format on the admin listener. A handful of
-//! atomics is all this needs; no registry, no allocation on the hot path.
+//! The daemon's metrics, in Prometheus' text format on the admin listener, kept by the
+//! `prometheus` crate: counters and histograms by endpoint and outcome, the standard
+//! `process_*` metrics, and gauges read from the database at scrape time.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
-/// What is waiting on the database (every instance's, when several share it): events stored
-/// and not yet projected, and media URLs not yet downloaded. Read at scrape time (`admin`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What is waiting on the database (every instance's, when several share it), read at scrape
+/// time (`admin`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backlog {
     pub events_queued: i64,
+    /// Age of the oldest queued event, seconds; 0 with none queued.
+    pub oldest_queued_seconds: f64,
     pub media_pending: i64,
 }
 
-#[derive(Default)]
 pub struct Metrics {
-    pub stored: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub stored_invalid: AtomicU64,
-    pub stored_unhandled: AtomicU64,
-    pub unauthorized: AtomicU64,
-    pub forbidden: AtomicU64,
-    pub too_large: AtomicU64,
-    pub unavailable: AtomicU64,
-    pub bad_requests: AtomicU64,
-    pub commits: AtomicU64,
-    pub commit_failures: AtomicU64,
-    pub applied: AtomicU64,
-    pub stale: AtomicU64,
-    pub failed: AtomicU64,
-    /// Events stored with the time of receipt as their order because the time they named was
-    /// too far ahead or not a time.
-    pub time_replaced: AtomicU64,
-    /// Connections closed at once because their peer address had its share already.
-    pub peer_limited: AtomicU64,
-    /// SQLite write-ahead log checkpoints that failed (a full disk, say).
-    pub checkpoint_failures: AtomicU64,
+    registry: Registry,
+    /// Webhook requests by endpoint name (empty for no route) and outcome.
+    pub requests: IntCounterVec,
+    /// From the request's arrival to its answer, by endpoint.
+    pub ack_duration: HistogramVec,
+    /// Which of an endpoint's secrets verified a request, by position in its list.
+    pub signature_matches: IntCounterVec,
+    /// Events stored, by status at ingest.
+    pub stored: IntCounterVec,
+    /// Events in each group commit.
+    pub commit_batch: Histogram,
+    /// Events the projector finished, by source and outcome.
+    pub applied: IntCounterVec,
+    /// From an event's arrival to its projection.
+    pub projection_lag: Histogram,
+    pub media_downloads: IntCounterVec,
+    /// Database operations that failed, by operation (commit, project, checkpoint, ...).
+    pub db_errors: IntCounterVec,
+    /// Events ordered at their time of receipt (the time they named was too far ahead or
+    /// not a time).
+    pub time_replaced: IntCounter,
+    /// Connections closed at once, by reason.
+    pub connections_refused: IntCounterVec,
+    events_queued: IntGauge,
+    oldest_queued: prometheus::Gauge,
+    media_pending: IntGauge,
+    database_up: IntGauge,
+}
+
+/// Latency buckets from 0.5 ms to 10 s: an acknowledgement is a group commit away.
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Relaxed);
-    }
-
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Relaxed);
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let requests = [
-            ("stored", &self.stored),
-            ("duplicate", &self.duplicates),
-            ("unauthorized", &self.unauthorized),
-            ("forbidden", &self.forbidden),
-            ("too_large", &self.too_large),
-            ("unavailable", &self.unavailable),
-            ("bad_request", &self.bad_requests),
-        ];
-        out.push_str("# HELP hooksync_requests_total Webhook requests by outcome.\n# TYPE hooksync_requests_total counter\n");
-        for (k, v) in requests {
-            let _ = writeln!(
-                out,
-                "hooksync_requests_total{{outcome=\"{k}\"}} {}",
-                v.load(Relaxed)
-            );
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+            // Each name is registered once, by this constructor, so this cannot clash.
+            let _ = r.register(Box::new(c.clone()));
+            c
         }
-        out.push_str("# HELP hooksync_events_stored_total Events stored, by status at ingest.\n# TYPE hooksync_events_stored_total counter\n");
-        let queued = self.stored.load(Relaxed).saturating_sub(
-            self.stored_invalid.load(Relaxed) + self.stored_unhandled.load(Relaxed),
+        fn counters(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+            IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("metric {name}: {e}"))
+        }
+        fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+            HistogramOpts::new(name, help).buckets(buckets)
+        }
+        let m = Metrics {
+            requests: reg(&registry, counters("hooksync_requests_total", "Webhook requests by endpoint and outcome.", &["endpoint", "outcome"])),
+            ack_duration: reg(&registry, HistogramVec::new(histogram("hooksync_ack_duration_seconds", "From a webhook request's arrival to its answer.", SECONDS.to_vec()), &["endpoint"]).unwrap_or_else(|e| unreachable!("{e}"))),
+            signature_matches: reg(&registry, counters("hooksync_signature_matches_total", "Requests verified, by endpoint and the position of the secret that matched (0 is the first).", &["endpoint", "secret"])),
+            stored: reg(&registry, counters("hooksync_events_stored_total", "Events stored, by status at ingest.", &["status"])),
+            commit_batch: reg(&registry, Histogram::with_opts(histogram("hooksync_commit_batch_events", "Events per group commit.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0])).unwrap_or_else(|e| unreachable!("{e}"))),
+            applied: reg(&registry, counters("hooksync_events_applied_total", "Events the projector finished, by source and outcome (applied, stale, failed).", &["source", "outcome"])),
+            projection_lag: reg(&registry, Histogram::with_opts(histogram("hooksync_projection_lag_seconds", "From an event's arrival to its projection.", SECONDS.iter().copied().chain([30.0, 60.0, 300.0, 3600.0]).collect())).unwrap_or_else(|e| unreachable!("{e}"))),
+            media_downloads: reg(&registry, counters("hooksync_media_downloads_total", "Media downloads by outcome (fetched, retry, failed, expired).", &["outcome"])),
+            db_errors: reg(&registry, counters("hooksync_db_errors_total", "Database operations that failed, by operation.", &["operation"])),
+            time_replaced: reg(&registry, IntCounter::new("hooksync_event_times_replaced_total", "Events ordered at their time of receipt because the time they named was too far ahead or not a time (events.time_note says which).").unwrap_or_else(|e| unreachable!("{e}"))),
+            connections_refused: reg(&registry, counters("hooksync_connections_refused_total", "Connections closed at once, by reason (per_peer: the peer address had server.max_connections_per_peer open).", &["reason"])),
+            events_queued: reg(&registry, IntGauge::new("hooksync_events_queued", "Events stored and not yet projected (every instance's, on a shared database); the last value read while hooksync_database_up is 0.").unwrap_or_else(|e| unreachable!("{e}"))),
+            oldest_queued: reg(&registry, prometheus::Gauge::new("hooksync_queue_oldest_age_seconds", "Age of the oldest queued event, 0 with none; the last value read while hooksync_database_up is 0.").unwrap_or_else(|e| unreachable!("{e}"))),
+            media_pending: reg(&registry, IntGauge::new("hooksync_media_pending", "Media URLs not yet downloaded (nor failed or expired); the last value read while hooksync_database_up is 0.").unwrap_or_else(|e| unreachable!("{e}"))),
+            database_up: reg(&registry, IntGauge::new("hooksync_database_up", "1 when the gauges read from the database were read at this scrape, 0 when it did not answer in time.").unwrap_or_else(|e| unreachable!("{e}"))),
+            registry,
+        };
+        let build = reg(
+            &m.registry,
+            IntGaugeVec::new(
+                Opts::new("hooksync_build_info", "The running build; always 1."),
+                &["version"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
         );
-        let _ = writeln!(
-            out,
-            "hooksync_events_stored_total{{status=\"queued\"}} {queued}"
-        );
-        let _ = writeln!(
-            out,
-            "hooksync_events_stored_total{{status=\"invalid\"}} {}",
-            self.stored_invalid.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "hooksync_events_stored_total{{status=\"unhandled\"}} {}",
-            self.stored_unhandled.load(Relaxed)
-        );
-        out.push_str("# HELP hooksync_events_projected_total Events the projector finished, by outcome.\n# TYPE hooksync_events_projected_total counter\n");
-        for (k, v) in [
-            ("applied", &self.applied),
-            ("stale", &self.stale),
-            ("failed", &self.failed),
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let _ = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        // Counters that are 0 still say they exist, so a rate over them is 0, not absent.
+        for outcome in [
+            "stored",
+            "duplicate",
+            "unauthorized",
+            "forbidden",
+            "too_large",
+            "unavailable",
+            "bad_request",
+            "not_found",
         ] {
-            let _ = writeln!(
-                out,
-                "hooksync_events_projected_total{{status=\"{k}\"}} {}",
-                v.load(Relaxed)
-            );
+            m.requests.with_label_values(&["", outcome]);
         }
-        out.push_str("# HELP hooksync_event_times_replaced_total Events ordered at their time of receipt because the time they named was too far ahead or not a time (events.time_note says which).\n# TYPE hooksync_event_times_replaced_total counter\n");
-        let _ = writeln!(
-            out,
-            "hooksync_event_times_replaced_total {}",
-            self.time_replaced.load(Relaxed)
-        );
-        out.push_str("# HELP hooksync_connections_refused_total Connections closed at once because their peer address had server.max_connections_per_peer open.\n# TYPE hooksync_connections_refused_total counter\n");
-        let _ = writeln!(
-            out,
-            "hooksync_connections_refused_total{{reason=\"per_peer\"}} {}",
-            self.peer_limited.load(Relaxed)
-        );
-        out.push_str("# HELP hooksync_commits_total Group commits of the inbox.\n# TYPE hooksync_commits_total counter\n");
-        let _ = writeln!(
-            out,
-            "hooksync_commits_total{{result=\"ok\"}} {}",
-            self.commits.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "hooksync_commits_total{{result=\"error\"}} {}",
-            self.commit_failures.load(Relaxed)
-        );
-        out.push_str("# HELP hooksync_checkpoint_failures_total SQLite write-ahead log checkpoints that failed.\n# TYPE hooksync_checkpoint_failures_total counter\n");
-        let _ = writeln!(
-            out,
-            "hooksync_checkpoint_failures_total {}",
-            self.checkpoint_failures.load(Relaxed)
-        );
-        out
+        for status in ["queued", "invalid", "unhandled"] {
+            m.stored.with_label_values(&[status]);
+        }
+        m.connections_refused.with_label_values(&["per_peer"]);
+        for op in ["commit", "project", "checkpoint"] {
+            m.db_errors.with_label_values(&[op]);
+        }
+        m
     }
 
-    /// The gauges read from the database at scrape time, after the counters.
-    pub fn render_backlog(out: &mut String, b: &Backlog) {
-        let _ = write!(
-            out,
-            "# HELP hooksync_events_queued Events stored and not yet projected (every instance's, on a shared database).\n\
-             # TYPE hooksync_events_queued gauge\nhooksync_events_queued {}\n\
-             # HELP hooksync_media_pending Media URLs not yet downloaded (nor failed or expired).\n\
-             # TYPE hooksync_media_pending gauge\nhooksync_media_pending {}\n",
-            b.events_queued, b.media_pending
-        );
+    /// Counts one failed database operation.
+    pub fn db_error(&self, operation: &str) {
+        self.db_errors.with_label_values(&[operation]).inc();
+    }
+
+    /// Sets the gauges read from the database; `None` when it did not answer, which keeps the
+    /// last values and says so with `hooksync_database_up 0`.
+    pub fn set_backlog(&self, b: Option<Backlog>) {
+        match b {
+            Some(b) => {
+                self.events_queued.set(b.events_queued);
+                self.oldest_queued.set(b.oldest_queued_seconds);
+                self.media_pending.set(b.media_pending);
+                self.database_up.set(1);
+            }
+            None => self.database_up.set(0),
+        }
+    }
+
+    /// Everything, in the text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }

@@ -242,6 +242,19 @@ struct Oldest {
     at: Option<Stamp>,
 }
 
+/// When the oldest event still queued arrived; `None` with none queued.
+pub fn oldest_queued(db: &mut Db) -> Result<Option<Stamp>, StoreError> {
+    let sql = format!(
+        "SELECT {} AS at FROM events WHERE status = 'queued'",
+        db.backend().time_text("MIN(received_at)")
+    );
+    Ok(db
+        .load::<Oldest>(Stmt::new(&sql))?
+        .into_iter()
+        .next()
+        .and_then(|o| o.at))
+}
+
 /// The counts `status` prints, for `sources` (the configured ones, in their order).
 pub fn status(db: &mut Db, sources: &[String], now: Stamp) -> Result<Status, StoreError> {
     let day_ago = now.plus(time::Duration::days(-1));
@@ -277,15 +290,7 @@ pub fn status(db: &mut Db, sources: &[String], now: Stamp) -> Result<Status, Sto
         out.sources.push(s);
     }
     out.queued = db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'queued'")?;
-    let sql = format!(
-        "SELECT {} AS at FROM events WHERE status = 'queued'",
-        db.backend().time_text("MIN(received_at)")
-    );
-    out.oldest_queued = db
-        .load::<Oldest>(Stmt::new(&sql))?
-        .into_iter()
-        .next()
-        .and_then(|o| o.at);
+    out.oldest_queued = oldest_queued(db)?;
     let media: Vec<Group> = db.load(Stmt::new(
         "SELECT status AS key, COUNT(*) AS n FROM media GROUP BY status",
     ))?;

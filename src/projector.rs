@@ -75,9 +75,10 @@ static NEXT_QUEUED: Sql = Sql::new(|b| {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
     };
     format!(
-        "SELECT seq, source, event_id, event_type, {} AS occurred_at, rank, {} AS payload FROM events \
-         WHERE status = 'queued' ORDER BY events.occurred_at, events.rank, events.seq LIMIT ?{claim}",
+        "SELECT seq, source, event_id, event_type, {} AS occurred_at, {} AS received_at, rank, {} AS payload \
+         FROM events WHERE status = 'queued' ORDER BY events.occurred_at, events.rank, events.seq LIMIT ?{claim}",
         b.time_text("occurred_at"),
+        b.time_text("received_at"),
         b.json_text("payload")
     )
 });
@@ -99,9 +100,10 @@ static NEXT_HEAD: Sql = Sql::new(|b| {
 
 static EVENT_BY_SEQ: Sql = Sql::new(|b| {
     format!(
-        "SELECT seq, source, event_id, event_type, {} AS occurred_at, rank, {} AS payload \
+        "SELECT seq, source, event_id, event_type, {} AS occurred_at, {} AS received_at, rank, {} AS payload \
          FROM events WHERE seq = ?",
         b.time_text("occurred_at"),
+        b.time_text("received_at"),
         b.json_text("payload")
     )
 });
@@ -122,6 +124,14 @@ impl Projector {
         metrics: Arc<Metrics>,
         media_wake: Option<Arc<tokio::sync::Notify>>,
     ) -> Self {
+        // Every source's counts exist from the start, at 0, so a rate over them is 0.
+        for source in providers.keys() {
+            for outcome in ["applied", "stale", "failed"] {
+                metrics
+                    .applied
+                    .with_label_values(&[source.as_str(), outcome]);
+            }
+        }
         Self {
             providers,
             batch: i64::try_from(batch).unwrap_or(i64::MAX),
@@ -156,6 +166,7 @@ impl Projector {
             Ok(_) => self.chunks.recover(),
             Err(e) => {
                 self.chunks.fail(e);
+                self.metrics.db_error("project");
                 if db.takes_writes(e) {
                     let n = usize::try_from(self.batch).unwrap_or(usize::MAX);
                     self.isolating.store(n, Ordering::Relaxed);
@@ -212,7 +223,10 @@ impl Projector {
         self.chunks.recover();
         // A backlog of such events is one run in the log, as other failing events are.
         if failed == 1 {
-            Metrics::inc(&self.metrics.failed);
+            self.metrics
+                .applied
+                .with_label_values(&[source.as_str(), "failed"])
+                .inc();
             self.failing.fail(&format_args!(
                 "event {event_id} from {source} failed {} times; marked failed: {e}",
                 self.max_attempts
@@ -248,16 +262,23 @@ impl Projector {
         }
     }
 
-    fn finish(&self, (n, counts, media): (usize, [u64; 3], bool)) -> usize {
-        if media {
+    fn finish(&self, fin: Finished) -> usize {
+        if fin.media {
             if let Some(w) = &self.media_wake {
                 w.notify_one();
             }
         }
-        Metrics::add(&self.metrics.applied, counts[0]);
-        Metrics::add(&self.metrics.stale, counts[1]);
-        Metrics::add(&self.metrics.failed, counts[2]);
-        n
+        let now = Stamp::now();
+        for (source, outcome, received_at) in &fin.outcomes {
+            self.metrics
+                .applied
+                .with_label_values(&[source.as_str(), outcome])
+                .inc();
+            self.metrics
+                .projection_lag
+                .observe(received_at.until(now).as_secs_f64());
+        }
+        fin.taken
     }
 
     /// One chunk: the next `batch` queued events, or with `head`, the first one alone, claimed
@@ -267,7 +288,7 @@ impl Projector {
         db: &mut Db,
         careful: bool,
         head: Option<&mut Option<Head>>,
-    ) -> Result<(usize, [u64; 3], bool), ChunkError> {
+    ) -> Result<Finished, ChunkError> {
         let now = Stamp::now();
         // Projecting can be redone from the log: its commits ride on the next synced ingest commit.
         db.transaction(Durability::Deferred, |db| {
@@ -276,14 +297,17 @@ impl Projector {
                 Some(head) => {
                     let first: Vec<Head> = db.load(Stmt::new(NEXT_HEAD.get(db.backend())))?;
                     let Some(first) = first.into_iter().next() else {
-                        return Ok((0, [0; 3], false));
+                        return Ok(Finished::default());
                     };
                     let seq = first.seq;
                     *head = Some(first);
                     db.load(Stmt::new(EVENT_BY_SEQ.get(db.backend())).int(seq))?
                 }
             };
-            let (mut counts, mut media) = ([0u64; 3], false);
+            let mut fin = Finished {
+                taken: events.len(),
+                ..Finished::default()
+            };
             let mut done: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
             let mut cache = RowCache::default();
             if !careful {
@@ -301,15 +325,15 @@ impl Projector {
                 match self.apply(db, ev, now, cache)? {
                     Applied::Done { outcome, media: m } => {
                         self.failing.recover();
-                        media |= m;
+                        fin.media |= m;
                         let slot = usize::from(outcome == Outcome::Stale);
-                        counts[slot] += 1;
+                        fin.outcomes.push((ev.source.clone(), outcome.as_str(), ev.received_at));
                         done[slot].push(ev.seq);
                     }
                     Applied::Failed(why) => {
                         tracing::debug!(source = %ev.source, event_id = %ev.event_id, error = %why, "event cannot be applied");
                         self.failing.fail(&format_args!("event {} from {}: {why}", ev.event_id, ev.source));
-                        counts[2] += 1;
+                        fin.outcomes.push((ev.source.clone(), "failed", ev.received_at));
                         db.exec(Stmt::new(MARK).text("failed").opt_text(Some(&why)).time(now).int(ev.seq))?;
                     }
                 }
@@ -330,7 +354,7 @@ impl Projector {
                     db.exec(stmt)?;
                 }
             }
-            Ok((events.len(), counts, media))
+            Ok(fin)
         })
     }
 
@@ -479,6 +503,15 @@ impl Background for Projector {
     fn cannot_connect(&mut self, e: &StoreError) {
         Projector::cannot_connect(self, e)
     }
+}
+
+/// What a committed chunk did: events taken, each finished one's (source, outcome, arrival),
+/// and whether any left media to fetch.
+#[derive(Default)]
+struct Finished {
+    taken: usize,
+    outcomes: Vec<(String, &'static str, Stamp)>,
+    media: bool,
 }
 
 /// Why a chunk's transaction was rolled back.

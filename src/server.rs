@@ -35,6 +35,8 @@ pub struct Limits {
 }
 
 pub struct Webhooks {
+    /// One info line per request (`log.access`).
+    access_log: bool,
     /// Replaced whole on a reload; a request keeps the routes it started with.
     endpoints: RwLock<Arc<Routes>>,
     inbox: Inbox,
@@ -118,8 +120,8 @@ async fn linger(body: &mut Incoming) {
 }
 
 impl Handler for Webhooks {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
-        self.respond(req).await
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        self.respond(req, peer).await
     }
 }
 
@@ -165,6 +167,19 @@ impl Reject {
         }
     }
 
+    /// The `outcome` label of the request's metrics and log line.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Reject::NotFound => "not_found",
+            Reject::Method | Reject::BadBody => "bad_request",
+            Reject::TooLarge => "too_large",
+            Reject::BodyTimeout => "timeout",
+            Reject::Auth(_) => "unauthorized",
+            Reject::Refused(_) => "forbidden",
+            Reject::Inbox(_) => "unavailable",
+        }
+    }
+
     fn response(&self) -> Response<Body> {
         let mut r = json_response(
             self.status(),
@@ -207,8 +222,10 @@ impl Webhooks {
         inbox: Inbox,
         limits: Limits,
         metrics: Arc<Metrics>,
+        access_log: bool,
     ) -> Self {
         Self {
+            access_log,
             endpoints: RwLock::new(Arc::new(routes(endpoints))),
             inbox,
             limits,
@@ -233,39 +250,60 @@ impl Webhooks {
         }
     }
 
-    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.accept(req).await {
-            Ok(Stored::New) => {
+    async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let start = std::time::Instant::now();
+        let mut seen = Seen::default();
+        let (outcome, response) = match self.accept(req, &mut seen).await {
+            Ok(stored) => {
                 self.refusing.recover();
-                Metrics::inc(&self.metrics.stored);
-                json_response(StatusCode::OK, "{\"status\":\"stored\"}")
-            }
-            Ok(Stored::Duplicate) => {
-                self.refusing.recover();
-                Metrics::inc(&self.metrics.duplicates);
-                json_response(StatusCode::OK, "{\"status\":\"duplicate\"}")
+                let outcome = match stored {
+                    Stored::New => "stored",
+                    Stored::Duplicate => "duplicate",
+                };
+                let body = format!("{{\"status\":\"{outcome}\"}}");
+                (outcome, json_response(StatusCode::OK, &body))
             }
             Err(reject) => {
-                let m = &self.metrics;
-                match &reject {
-                    Reject::Auth(_) => Metrics::inc(&m.unauthorized),
-                    Reject::Refused(_) => Metrics::inc(&m.forbidden),
-                    Reject::TooLarge => Metrics::inc(&m.too_large),
-                    Reject::Inbox(e) => {
-                        Metrics::inc(&m.unavailable);
-                        self.refusing.fail(e);
-                    }
-                    _ => Metrics::inc(&m.bad_requests),
+                if let Reject::Inbox(e) = &reject {
+                    self.refusing.fail(e);
                 }
-                reject.response()
+                (reject.outcome(), reject.response())
             }
+        };
+        let endpoint = seen.endpoint.as_deref().unwrap_or("");
+        let m = &self.metrics;
+        m.requests.with_label_values(&[endpoint, outcome]).inc();
+        let elapsed = start.elapsed();
+        if !endpoint.is_empty() {
+            m.ack_duration
+                .with_label_values(&[endpoint])
+                .observe(elapsed.as_secs_f64());
         }
+        if let Some(secret) = seen.secret {
+            m.signature_matches
+                .with_label_values(&[endpoint, &secret.to_string()])
+                .inc();
+        }
+        if self.access_log {
+            tracing::info!(
+                target: "hooksync::access",
+                endpoint,
+                event_id = seen.event_id.as_deref().unwrap_or("-"),
+                outcome,
+                status = response.status().as_u16(),
+                latency_us = elapsed.as_micros() as u64,
+                %peer,
+                "request"
+            );
+        }
+        response
     }
 
-    async fn accept(&self, req: Request<Incoming>) -> Result<Stored, Reject> {
+    async fn accept(&self, req: Request<Incoming>, seen: &mut Seen) -> Result<Stored, Reject> {
         let routes = self.routes();
         let route = routes.get(req.uri().path()).ok_or(Reject::NotFound)?;
         let endpoint = &route.endpoint;
+        seen.endpoint = Some(endpoint.name.clone());
         if req.method() != Method::POST {
             return Err(Reject::Method);
         }
@@ -273,17 +311,26 @@ impl Webhooks {
         let body = read_body(&parts.headers, body, &self.limits).await?;
         let received_at = crate::stamp::Stamp::now();
         let verified = endpoint.verify(&parts.headers, &body).map_err(|e| {
-            tracing::debug!(endpoint = %endpoint.source, reason = %e, "signature refused");
+            tracing::debug!(endpoint = %endpoint.name, reason = %e, "signature refused");
             route.refused.fail(&e);
             Reject::Auth(e)
         })?;
         route.refused.recover();
+        seen.secret = Some(verified.secret);
         let event = verified
             .into_event(received_at, &self.limits.events)
             .map_err(Reject::Refused)?;
-        tracing::debug!(endpoint = %endpoint.source, event_id = %event.event_id, status = event.status.as_str(), "authentic event");
+        seen.event_id = Some(event.event_id.clone());
         self.inbox.submit(event).await.map_err(Reject::Inbox)
     }
+}
+
+/// What a request showed of itself on its way, for its metrics and its access log line.
+#[derive(Default)]
+struct Seen {
+    endpoint: Option<String>,
+    event_id: Option<String>,
+    secret: Option<usize>,
 }
 
 fn routes(endpoints: Vec<Endpoint>) -> Routes {
@@ -317,6 +364,11 @@ pub async fn serve(
         shutdown_grace: l.shutdown_grace,
     };
     let metrics = app.metrics.clone();
-    let refused = move || Metrics::inc(&metrics.peer_limited);
+    let refused = move || {
+        metrics
+            .connections_refused
+            .with_label_values(&["per_peer"])
+            .inc()
+    };
     crate::listener::serve("webhooks", listener, tls, app, limits, refused, shutdown).await;
 }

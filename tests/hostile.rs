@@ -303,7 +303,7 @@ async fn an_event_the_database_keeps_refusing_fails_alone() {
     );
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM debts"), 29);
     assert_eq!(
-        app.metric("hooksync_events_projected_total{status=\"failed\"}")
+        app.metric("hooksync_events_applied_total{outcome=\"failed\"}")
             .await,
         1
     );
@@ -717,7 +717,13 @@ async fn a_full_disk_is_not_ready_and_one_line_in_the_log() {
             if d.send(body).await == 503 {
                 refused += 1;
             }
-            common::metric(&d.client, &d.admin, "hooksync_checkpoint_failures_total").await >= 40
+            common::metric(
+                &d.client,
+                &d.admin,
+                "hooksync_db_errors_total{operation=\"checkpoint\"}",
+            )
+            .await
+                >= 40
         },
     )
     .await;

@@ -283,7 +283,7 @@ async fn concurrent_requests_share_commits() {
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(app.reader().count("SELECT COUNT(*) AS n FROM events"), n);
-    let commits = app.metric("hooksync_commits_total{result=\"ok\"}").await;
+    let commits = app.metric("hooksync_commit_batch_events_count").await;
     assert!(
         commits < n as u64,
         "{n} events took {commits} commits: batches were not shared"

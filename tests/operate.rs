@@ -581,18 +581,85 @@ async fn metrics_are_served_as_prometheus_text() {
     let dir = tempfile::tempdir().unwrap();
     let config = Daemon::write_config(dir.path(), &Setup::default());
     let d = config.spawn().await;
-    let r = d
+    // Two requests with the first secret, three with the second (the one being retired), one
+    // with neither.
+    for n in 1..=5u64 {
+        let secret = if n <= 2 { SECRET } else { common::OLD_SECRET };
+        assert_eq!(d.post(body(n), &sign(secret, &body(n))).await, 200);
+    }
+    assert_eq!(d.post(body(9), &sign("wrong", &body(9))).await, 401);
+    let scrape = |sel: &'static str| {
+        let (client, admin) = (d.client.clone(), d.admin.clone());
+        async move { common::metric(&client, &admin, sel).await }
+    };
+    assert_eq!(
+        scrape("hooksync_signature_matches_total{endpoint=\"getbill\",secret=\"0\"}").await,
+        2
+    );
+    assert_eq!(
+        scrape("hooksync_signature_matches_total{endpoint=\"getbill\",secret=\"1\"}").await,
+        3
+    );
+    assert_eq!(
+        scrape("hooksync_requests_total{endpoint=\"getbill\",outcome=\"stored\"}").await,
+        5
+    );
+    assert_eq!(
+        scrape("hooksync_requests_total{endpoint=\"getbill\",outcome=\"unauthorized\"}").await,
+        1
+    );
+    // Every request to the endpoint is in the acknowledgement histogram, once.
+    assert_eq!(
+        scrape("hooksync_ack_duration_seconds_count{endpoint=\"getbill\"}").await,
+        6
+    );
+    assert_eq!(
+        scrape("hooksync_events_stored_total{status=\"queued\"}").await,
+        5
+    );
+    assert_eq!(scrape("hooksync_build_info").await, 1);
+    assert!(scrape("process_resident_memory_bytes").await > 0);
+    assert!(scrape("process_open_fds").await > 0);
+    common::eventually(
+        "the projection to be counted",
+        Duration::from_secs(20),
+        async || {
+            common::metric(
+                &d.client,
+                &d.admin,
+                "hooksync_events_applied_total{source=\"getbill\",outcome=\"applied\"}",
+            )
+            .await
+                == 5
+        },
+    )
+    .await;
+    assert_eq!(scrape("hooksync_projection_lag_seconds_count").await, 5);
+    assert_eq!(scrape("hooksync_events_queued").await, 0);
+    assert_eq!(scrape("hooksync_database_up").await, 1);
+    let text = d
         .client
         .get(format!("{}/metrics", d.admin))
         .send()
         .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(kind, "text/plain; version=0.0.4; charset=utf-8");
-    let text = r.text().await.unwrap();
-    assert!(
-        text.contains("# TYPE hooksync_requests_total counter"),
-        "{text}"
-    );
+    for family in [
+        "hooksync_requests_total",
+        "hooksync_ack_duration_seconds",
+        "hooksync_queue_oldest_age_seconds",
+        "hooksync_db_errors_total",
+        "hooksync_media_pending",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "no TYPE for {family}"
+        );
+    }
 }

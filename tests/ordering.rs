@@ -269,7 +269,7 @@ async fn a_bad_event_fails_alone() {
         1
     );
     assert_eq!(
-        app.metric("hooksync_events_projected_total{status=\"failed\"}")
+        app.metric("hooksync_events_applied_total{outcome=\"failed\"}")
             .await,
         1
     );

@@ -360,10 +360,10 @@ fn pg_next_chunk_reads_the_queue_index() {
 
 /// Events an instance's projector finished (applied or stale).
 async fn projected(app: &TestApp) -> u64 {
-    app.metric("hooksync_events_projected_total{status=\"applied\"}")
+    app.metric("hooksync_events_applied_total{outcome=\"applied\"}")
         .await
         + app
-            .metric("hooksync_events_projected_total{status=\"stale\"}")
+            .metric("hooksync_events_applied_total{outcome=\"stale\"}")
             .await
 }
 

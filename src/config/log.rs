@@ -1,4 +1,4 @@
-//! `[log]`: level and format.
+//! `[log]`: level, format and the access log.
 
 use serde::Deserialize;
 
@@ -13,6 +13,8 @@ pub struct LogConfig {
     /// `text` or `json`.
     #[serde(deserialize_with = "text::one")]
     pub format: String,
+    /// One line per webhook request at info level (target `hooksync::access`).
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -20,6 +22,7 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: "text".into(),
+            access: true,
         }
     }
 }

@@ -386,7 +386,13 @@ fn clean_in_background(downloader: &Arc<Downloader>) {
 /// Runs until `stop` is notified: takes due jobs from the store, downloads them with at most
 /// `concurrency` at once, reports each outcome, and sleeps until the next one is due or new
 /// media are announced on `wake`.
-pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<Notify>) {
+pub async fn run(
+    inbox: Inbox,
+    cfg: MediaConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+) {
     let downloader = match Downloader::new(&cfg) {
         Ok(d) => Arc::new(d),
         Err(e) => {
@@ -423,14 +429,22 @@ pub async fn run(inbox: Inbox, cfg: MediaConfig, wake: Arc<Notify>, stop: Arc<No
                         {
                             continue;
                         }
-                        let (d, inbox, in_flight, wake) = (
+                        let (d, inbox, in_flight, wake, metrics) = (
                             downloader.clone(),
                             inbox.clone(),
                             in_flight.clone(),
                             wake.clone(),
+                            metrics.clone(),
                         );
                         tasks.spawn(async move {
                             let outcome = d.attempt(&job).await;
+                            let name = match &outcome {
+                                Outcome::Fetched { .. } => "fetched",
+                                Outcome::Retry { .. } => "retry",
+                                Outcome::Failed { .. } => "failed",
+                                Outcome::Expired { .. } => "expired",
+                            };
+                            metrics.media_downloads.with_label_values(&[name]).inc();
                             let host = Url::parse(&job.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
                             match &outcome {
                                 Outcome::Fetched { bytes, .. } => tracing::info!(source = %job.key.source, followup = %job.key.followup_id, kind = %job.key.kind, %host, bytes, "media fetched"),

@@ -331,6 +331,8 @@ pub struct QueuedEvent {
     pub event_type: Option<String>,
     #[diesel(sql_type = Text)]
     pub occurred_at: Stamp,
+    #[diesel(sql_type = Text)]
+    pub received_at: Stamp,
     #[diesel(sql_type = BigInt)]
     pub rank: i64,
     #[diesel(sql_type = Nullable<Text>)]

@@ -77,7 +77,7 @@ impl Provider for BigLedger {
         "bigledger"
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError> {
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, AuthError> {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "sha256=", body)
     }
 
@@ -148,7 +148,7 @@ mod tests {
         for sig in [hex.clone(), format!("sha256={hex}"), hex.to_uppercase()] {
             let mut h = HeaderMap::new();
             h.insert(SIGNATURE_HEADER, sig.parse().unwrap());
-            assert_eq!(p.verify(&h, body), Ok(()), "{sig}");
+            assert_eq!(p.verify(&h, body), Ok(0), "{sig}");
         }
         for sig in [
             "sha256=".to_string(),

@@ -97,10 +97,10 @@ impl Provider for BigLedgerTopic {
         false
     }
 
-    fn verify(&self, headers: &HeaderMap, _body: &[u8]) -> Result<(), AuthError> {
+    fn verify(&self, headers: &HeaderMap, _body: &[u8]) -> Result<usize, AuthError> {
         let given = header(headers, self.header.as_str())?;
         if ct_eq(given.as_bytes(), self.value.expose()) {
-            Ok(())
+            Ok(0)
         } else {
             Err(AuthError::Mismatch)
         }

@@ -150,7 +150,7 @@ impl Provider for GetBill {
         "getbill"
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError> {
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, AuthError> {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "", body)
     }
 
@@ -322,15 +322,17 @@ mod tests {
         let body = br#"{"id":"evt_1","type":"debt.created","data":{"id":"d1"}}"#;
         let keys = gb(&["old", "new"]);
         assert!(keys.verify(&signed("new", body), body).is_ok());
-        assert!(keys.verify(&signed("old", body), body).is_ok());
+        // The position of the secret that matched: the old one is second.
+        assert_eq!(keys.verify(&signed("old", body), body), Ok(1));
+        assert_eq!(keys.verify(&signed("new", body), body), Ok(0));
         assert_eq!(
             keys.verify(&signed("other", body), body),
             Err(AuthError::Mismatch)
         );
         let good = hex::encode(hmac_sha256(b"new", &[body]));
         let upper = good.to_uppercase();
-        let cases: &[(&str, Result<(), AuthError>)] = &[
-            (&upper, Ok(())),
+        let cases: &[(&str, Result<usize, AuthError>)] = &[
+            (&upper, Ok(0)),
             (&good[..63], Err(AuthError::Malformed)),
             (&good[..32], Err(AuthError::Malformed)),
             ("", Err(AuthError::Missing)),

@@ -217,8 +217,10 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
-    /// Checks the credentials over the raw bytes, before anything parses them.
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError>;
+    /// Checks the credentials over the raw bytes, before anything parses them; says which of
+    /// the endpoint's secrets matched (its position in the list), so an operator can tell
+    /// when an old one is no longer used.
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, AuthError>;
 
     /// Reads the envelope of an authentic body; `Err` says why it is not a usable event.
     fn envelope(&self, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, String>;
@@ -310,25 +312,36 @@ pub fn verify_hex_hmac(
     name: &str,
     prefix: &str,
     body: &[u8],
-) -> Result<(), AuthError> {
+) -> Result<usize, AuthError> {
     let value = header(headers, name)?;
     let value = value.strip_prefix(prefix).unwrap_or(value);
     let given = decode_hex_mac(value).ok_or(AuthError::Malformed)?;
     any_secret_signed(secrets, &given, body)
 }
 
-/// Whether `given` is the HMAC-SHA256 of `body` under any of `secrets`. Every secret is tried,
-/// so the time taken does not say which one matched.
-pub fn any_secret_signed(secrets: &[Secret], given: &[u8], body: &[u8]) -> Result<(), AuthError> {
-    let mut ok = false;
-    for s in secrets {
-        ok |= ct_eq(&hmac_sha256(s.expose(), &[body]), given);
+/// Which of `secrets` `given` is the HMAC-SHA256 of `body` under. Every secret is tried, so
+/// the time taken does not say which one matched.
+pub fn any_secret_signed(
+    secrets: &[Secret],
+    given: &[u8],
+    body: &[u8],
+) -> Result<usize, AuthError> {
+    first_match(
+        secrets
+            .iter()
+            .map(|s| ct_eq(&hmac_sha256(s.expose(), &[body]), given)),
+    )
+}
+
+/// The position of the first `true`, having looked at every one.
+pub fn first_match(matches: impl Iterator<Item = bool>) -> Result<usize, AuthError> {
+    let mut found = None;
+    for (i, m) in matches.enumerate() {
+        if m && found.is_none() {
+            found = Some(i);
+        }
     }
-    if ok {
-        Ok(())
-    } else {
-        Err(AuthError::Mismatch)
-    }
+    found.ok_or(AuthError::Mismatch)
 }
 
 /// A JSON id as text: strings as they are, numbers as their plain decimal text
@@ -343,6 +356,8 @@ pub fn id_text(v: &Value) -> Option<String> {
 
 /// A configured endpoint: where it listens and which provider (with its secrets) speaks there.
 pub struct Endpoint {
+    /// Its `name` in the configuration (the `endpoint` label of metrics and log lines).
+    pub name: String,
     /// The `source` of its events and rows.
     pub source: Arc<str>,
     pub path: String,
@@ -353,6 +368,8 @@ pub struct Endpoint {
 /// Proof that a body passed its endpoint's verification. Only [`Endpoint::verify`] makes one,
 /// and only a `Verified` body can become a [`NewEvent`] for the inbox.
 pub struct Verified<'a> {
+    /// The position of the endpoint's secret that matched.
+    pub secret: usize,
     endpoint: &'a Endpoint,
     headers: &'a HeaderMap,
     body: &'a [u8],
@@ -399,6 +416,7 @@ impl Endpoint {
             ));
         }
         Ok(Endpoint {
+            name: cfg.name.clone(),
             source: Arc::from(cfg.source()),
             path: cfg.path.clone(),
             provider,
@@ -411,8 +429,9 @@ impl Endpoint {
         headers: &'a HeaderMap,
         body: &'a [u8],
     ) -> Result<Verified<'a>, AuthError> {
-        self.provider.verify(headers, body)?;
+        let secret = self.provider.verify(headers, body)?;
         Ok(Verified {
+            secret,
             endpoint: self,
             headers,
             body,

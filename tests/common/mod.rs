@@ -624,22 +624,53 @@ async fn healthy(client: &reqwest::Client, admin: &str) -> bool {
         .is_ok_and(|r| r.status() == 200)
 }
 
-/// The value of the first metric line starting with `line_prefix`, scraped from the admin
-/// listener at `admin`.
-pub async fn metric(client: &reqwest::Client, admin: &str, line_prefix: &str) -> u64 {
-    let text = client
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
+/// The sum of the samples named by `selector` (`name` or `name{label="value",...}`, the labels
+/// a subset of the sample's), scraped from the admin listener at `admin` and read with a
+/// Prometheus text-format parser. Panics when no sample matches, or the scrape lacks the
+/// content type Prometheus requires.
+pub async fn metric(client: &reqwest::Client, admin: &str, selector: &str) -> u64 {
+    let r = client.get(format!("{admin}/metrics")).send().await.unwrap();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        kind.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text().await.unwrap();
+    sample_sum(&text, selector).unwrap_or_else(|| panic!("no metric {selector} in:\n{text}")) as u64
+}
+
+/// The sum of the samples `selector` names in a scrape's `text`; `None` if none.
+pub fn sample_sum(text: &str, selector: &str) -> Option<f64> {
+    let selector = selector.trim();
+    let (name, labels) = match selector.split_once('{') {
+        Some((n, rest)) => (n, rest.trim_end_matches('}')),
+        None => (selector, ""),
+    };
+    let want: Vec<(&str, &str)> = labels
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').expect("label=value");
+            (k.trim(), v.trim().trim_matches('"'))
+        })
+        .collect();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parse");
+    let values: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && want.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// hooksync running in this process on ports chosen by the kernel.
