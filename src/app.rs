@@ -245,6 +245,32 @@ pub async fn run_reloadable(
             let _ = rx.wait_for(|stop| *stop).await;
         }))
     });
+    // This process's row in hooksync_runs, kept alive while it serves: `status` reports the
+    // gaps between such rows as downtime.
+    let run_id = format!("{:016x}", rand::random::<u64>());
+    {
+        let id = run_id.clone();
+        inbox
+            .run(move |db| crate::runs::start(db, &id, crate::stamp::Stamp::now()))
+            .await
+            .context("cannot record this run")?;
+    }
+    let beats = {
+        let (inbox, id, mut rx) = (inbox.clone(), run_id.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(crate::runs::BEAT) => {}
+                    _ = rx.wait_for(|stop| *stop) => return inbox,
+                }
+                let id = id.clone();
+                // A beat that fails is a beat missed; the store's own outage log says why.
+                let _ = inbox
+                    .run(move |db| crate::runs::beat(db, &id, crate::stamp::Stamp::now()))
+                    .await;
+            }
+        })
+    };
     drop(inbox);
     // Both listeners are bound and the store is migrated: connections are accepted from here.
     let status = format!("serving {} endpoint(s) on {addr}", cfg.endpoints.len());
@@ -256,6 +282,15 @@ pub async fn run_reloadable(
     .await;
 
     let _ = stop_tx.send(true);
+    if let Ok(inbox) = beats.await {
+        let id = run_id.clone();
+        if let Err(e) = inbox
+            .run(move |db| crate::runs::stop(db, &id, crate::stamp::Stamp::now()))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the end of this run");
+        }
+    }
     if let Some(r) = reloader {
         r.abort();
         let _ = r.await;

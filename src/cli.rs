@@ -290,13 +290,21 @@ fn age(at: Stamp, now: Stamp) -> String {
 
 fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let mut db = connect(cfg)?;
-    let sources: Vec<String> = cfg
-        .endpoints
-        .iter()
-        .map(|e| e.source.clone().unwrap_or_else(|| e.name.clone()))
-        .collect();
+    let mut sources: Vec<String> = Vec::new();
+    for e in &cfg.endpoints {
+        let source = e.source.clone().unwrap_or_else(|| e.name.clone());
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+    }
     let now = Stamp::now();
-    let st = crate::ops::status(&mut db, &sources, now)?;
+    let mut st = crate::ops::status(&mut db, &sources, now)?;
+    let endpoints = crate::app::endpoints(cfg)?;
+    let retries: Vec<(String, crate::providers::Retries)> = endpoints
+        .iter()
+        .map(|e| (e.name.clone(), e.provider.retries()))
+        .collect();
+    st.downtime = crate::ops::downtime(&mut db, &retries, now, 7)?;
     if json {
         return print_json(&st);
     }
@@ -337,6 +345,27 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
     );
     let media: Vec<String> = st.media.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("media: {}", media.join(", "));
+    println!();
+    if st.downtime.is_empty() {
+        println!("downtime in the last 7 days: none");
+    }
+    for d in &st.downtime {
+        let to =
+            d.to.map_or("now (none serving)".to_owned(), |t| t.to_string());
+        println!("down from {} to {to} ({} s)", d.from, d.seconds);
+        for e in &d.endpoints {
+            match (e.covered, e.lost_from, e.lost_to) {
+                (Some(true), _, _) => {
+                    println!("  {}: covered, the provider resends past it", e.endpoint)
+                }
+                (_, Some(from), Some(to)) => println!(
+                    "  {}: events first sent from {from} to {to} may never arrive; {}",
+                    e.endpoint, e.recover
+                ),
+                _ => println!("  {}: may have lost events; {}", e.endpoint, e.recover),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod projection;
 pub mod projector;
 pub mod providers;
 pub mod rebuild;
+mod runs;
 mod secret;
 mod server;
 pub mod stamp;

@@ -226,6 +226,8 @@ pub struct Status {
     pub queued: i64,
     pub oldest_queued: Option<Stamp>,
     pub media: BTreeMap<String, i64>,
+    /// The times no hooksync served in the last week.
+    pub downtime: Vec<Downtime>,
 }
 
 #[derive(QueryableByName)]
@@ -301,4 +303,70 @@ pub fn status(db: &mut Db, sources: &[String], now: Stamp) -> Result<Status, Sto
         out.media.insert(g.key, g.n);
     }
     Ok(out)
+}
+
+/// One time no hooksync served, and what it means for each endpoint.
+#[derive(Debug, Serialize)]
+pub struct Downtime {
+    pub from: Stamp,
+    /// `None`: none serves now.
+    pub to: Option<Stamp>,
+    pub seconds: u64,
+    pub endpoints: Vec<Exposure>,
+}
+
+/// Whether an endpoint's provider resent across a gap.
+#[derive(Debug, Serialize)]
+pub struct Exposure {
+    pub endpoint: String,
+    /// `true`: every event sent during the gap was sent again after it; `None`: the provider
+    /// does not publish how long it resends.
+    pub covered: Option<bool>,
+    /// Events first sent between these times may never arrive.
+    pub lost_from: Option<Stamp>,
+    pub lost_to: Option<Stamp>,
+    pub recover: &'static str,
+}
+
+/// The gaps of the last `days` with, for each endpoint (name, its provider's resending),
+/// whether its events of the gap can still arrive.
+pub fn downtime(
+    db: &mut Db,
+    endpoints: &[(String, crate::providers::Retries)],
+    now: Stamp,
+    days: i64,
+) -> Result<Vec<Downtime>, StoreError> {
+    let gaps = crate::runs::gaps(db, now.plus(time::Duration::days(-days)), now)?;
+    Ok(gaps
+        .into_iter()
+        .map(|g| {
+            let end = g.to.unwrap_or(now);
+            let length = g.from.until(end);
+            let endpoints = endpoints
+                .iter()
+                .map(|(name, r)| {
+                    let covered = r.window.map(|w| w >= length);
+                    let lost_to = match (covered, r.window) {
+                        (Some(false), Some(w)) => {
+                            time::Duration::try_from(w).ok().map(|w| end.plus(-w))
+                        }
+                        _ => None,
+                    };
+                    Exposure {
+                        endpoint: name.clone(),
+                        covered,
+                        lost_from: lost_to.map(|_| g.from),
+                        lost_to,
+                        recover: r.recover,
+                    }
+                })
+                .collect();
+            Downtime {
+                from: g.from,
+                to: g.to,
+                seconds: length.as_secs(),
+                endpoints,
+            }
+        })
+        .collect())
 }

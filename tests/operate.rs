@@ -663,3 +663,111 @@ async fn metrics_are_served_as_prometheus_text() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_downtime_after_kill_9_against_each_providers_resending() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        extra_endpoints: common::providers::endpoints(None),
+        ..Setup::default()
+    };
+    let config = Daemon::write_config(dir.path(), &setup);
+    let mut d = config.spawn().await;
+    assert_eq!(d.send(body(1)).await, 200);
+    d.child.kill().unwrap(); // SIGKILL: no stop recorded
+    d.child.wait().unwrap();
+    let d = config.spawn().await;
+
+    // Until three beats (15 s) have passed, a process that stopped beating may be serving
+    // still (several instances can share a database); then its last beat is its end.
+    let mut st = serde_json::Value::Null;
+    common::eventually(
+        "the killed run to count as stopped",
+        Duration::from_secs(40),
+        async || {
+            st = json_of(&config.path, &["status", "--json"]);
+            !st["downtime"].as_array().unwrap().is_empty()
+        },
+    )
+    .await;
+    let down = st["downtime"].as_array().unwrap();
+    assert_eq!(down.len(), 1, "{st}");
+    assert_eq!(
+        st["sources"].as_array().unwrap().len(),
+        5,
+        "one line per source"
+    );
+    let gap = &down[0];
+    assert!(gap["to"].is_string(), "a process serves again: {gap}");
+    assert!(gap["seconds"].as_u64().unwrap() < 60, "{gap}");
+    let exposure = |name: &str| {
+        gap["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {gap}"))
+            .clone()
+    };
+    // A gap of seconds: GetBill resends for about 36 minutes, BigLedger's topic mode never.
+    assert_eq!(exposure("getbill")["covered"], true);
+    let topic = exposure("bl-customer_created");
+    assert_eq!(topic["covered"], false);
+    assert_eq!(topic["lost_from"], gap["from"]);
+    assert_eq!(topic["lost_to"], gap["to"]);
+    assert!(
+        exposure("bill")["covered"].is_null(),
+        "BILL publishes no span"
+    );
+
+    // A run that ended 90 minutes ago, before the first: longer than GetBill resends.
+    let mut db = common::Reader::open(dir.path());
+    let first_start = db.list(
+        match db.backend() {
+            hooksync::store::Backend::Sqlite => "started_at",
+            hooksync::store::Backend::Postgres => {
+                "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            }
+        },
+        "FROM hooksync_runs ORDER BY started_at LIMIT 1",
+    )[0]
+    .as_str()
+    .unwrap()
+    .to_owned();
+    let cast = if db.backend() == hooksync::store::Backend::Postgres {
+        "::timestamptz"
+    } else {
+        ""
+    };
+    db.raw()
+        .batch(&format!(
+            "INSERT INTO hooksync_runs (id, started_at, seen_at, stopped_at) VALUES ('old', \
+             '{a}'{cast}, '{b}'{cast}, '{b}'{cast})",
+            a = hooksync::stamp::Stamp::now().plus(time::Duration::minutes(-200)),
+            b = hooksync::stamp::Stamp::now().plus(time::Duration::minutes(-90)),
+        ))
+        .unwrap();
+    let st = json_of(&config.path, &["status", "--json"]);
+    let down = st["downtime"].as_array().unwrap();
+    assert_eq!(down.len(), 2, "{st}");
+    let long = &down[0];
+    assert_eq!(long["to"], first_start);
+    let getbill = long["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "getbill")
+        .unwrap()
+        .clone();
+    assert_eq!(getbill["covered"], false, "{long}");
+    assert_eq!(getbill["lost_from"], long["from"]);
+    // Lost: what was first sent more than 36 minutes before the gap ended.
+    let lost_to = hooksync::stamp::Stamp::parse(getbill["lost_to"].as_str().unwrap()).unwrap();
+    let to = hooksync::stamp::Stamp::parse(long["to"].as_str().unwrap()).unwrap();
+    assert_eq!(lost_to.until(to), Duration::from_secs(36 * 60));
+    let (code, table, _) = hooksync(&config.path, &["status"], &[]);
+    assert_eq!(code, 0);
+    assert!(table.contains("getbill: events first sent from"), "{table}");
+    assert!(table.contains("getbill: covered"), "{table}");
+    drop(d);
+}

@@ -81,6 +81,13 @@ impl Provider for BigLedger {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "sha256=", body)
     }
 
+    fn retries(&self) -> super::Retries {
+        super::Retries {
+            window: None,
+            recover: "BigLedger does not publish its resending: compare with BigLedger's records for the gap",
+        }
+    }
+
     fn sign(&self, body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
         super::hex_hmac_header(&self.secrets, "X-Signature", "sha256=", body)
     }

@@ -106,6 +106,14 @@ impl Provider for BigLedgerTopic {
         }
     }
 
+    /// Topic mode sends once and never again.
+    fn retries(&self) -> super::Retries {
+        super::Retries {
+            window: Some(std::time::Duration::ZERO),
+            recover: "BigLedger's topic mode sends once: every record changed during the gap must be read from BigLedger",
+        }
+    }
+
     /// Topic mode signs nothing: the configured header and value go with every body.
     fn sign(&self, _body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
         let value = String::from_utf8_lossy(self.value.expose()).into_owned();

@@ -122,6 +122,15 @@ impl Provider for Bill {
         any_secret_signed(&self.secrets, &given, body)
     }
 
+    /// Five resends with exponential backoff (the span is not published), then BILL's
+    /// dead-letter queue.
+    fn retries(&self) -> super::Retries {
+        super::Retries {
+            window: None,
+            recover: "after five resends BILL keeps them in its dead-letter queue: replay them from there, or list them with BILL's events API",
+        }
+    }
+
     fn sign(&self, body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
         use base64::Engine;
         self.secrets

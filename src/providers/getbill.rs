@@ -154,6 +154,14 @@ impl Provider for GetBill {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "", body)
     }
 
+    /// Retries after 1, 5 and 30 minutes, then gives up.
+    fn retries(&self) -> super::Retries {
+        super::Retries {
+            window: Some(std::time::Duration::from_secs(36 * 60)),
+            recover: "GetBill does not send them again: read them from GetBill's API, or ask GetBill to replay them",
+        }
+    }
+
     fn sign(&self, body: &[u8], _id: &str, _at: i64) -> Vec<(String, String)> {
         super::hex_hmac_header(&self.secrets, "X-GetBill-Signature", "", body)
     }
@@ -322,9 +330,9 @@ mod tests {
         let body = br#"{"id":"evt_1","type":"debt.created","data":{"id":"d1"}}"#;
         let keys = gb(&["old", "new"]);
         assert!(keys.verify(&signed("new", body), body).is_ok());
-        // The position of the secret that matched: the old one is second.
-        assert_eq!(keys.verify(&signed("old", body), body), Ok(1));
-        assert_eq!(keys.verify(&signed("new", body), body), Ok(0));
+        // The position of the secret that matched, in the order the list gives them.
+        assert_eq!(keys.verify(&signed("old", body), body), Ok(0));
+        assert_eq!(keys.verify(&signed("new", body), body), Ok(1));
         assert_eq!(
             keys.verify(&signed("other", body), body),
             Err(AuthError::Mismatch)
@@ -332,7 +340,7 @@ mod tests {
         let good = hex::encode(hmac_sha256(b"new", &[body]));
         let upper = good.to_uppercase();
         let cases: &[(&str, Result<usize, AuthError>)] = &[
-            (&upper, Ok(0)),
+            (&upper, Ok(1)),
             (&good[..63], Err(AuthError::Malformed)),
             (&good[..32], Err(AuthError::Malformed)),
             ("", Err(AuthError::Missing)),

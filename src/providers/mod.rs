@@ -228,10 +228,23 @@ pub trait Provider: Send + Sync + 'static {
     /// Applies one stored event to the domain tables.
     fn project(&self, event: &QueuedEvent, tx: &mut Tx<'_>) -> Result<Outcome, ProjectError>;
 
+    /// How long this provider resends an event hooksync did not acknowledge, and what to do
+    /// about the events of an outage longer than that (`hooksync status`).
+    fn retries(&self) -> Retries;
+
     /// The header(s) this provider would send with `body`, signed with the endpoint's first
     /// secret (`hooksync sign`, `hooksync send-test`). `id` and `at` (Unix seconds) are used
     /// by schemes that sign them.
     fn sign(&self, body: &[u8], id: &str, at: i64) -> Vec<(String, String)>;
+}
+
+/// A provider's resending, as `hooksync status` weighs an outage against it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Retries {
+    /// From the first attempt to the last; `None` where the provider does not publish it.
+    pub window: Option<std::time::Duration>,
+    /// What recovers the events sent while hooksync was away beyond that.
+    pub recover: &'static str,
 }
 
 /// The hex HMAC-SHA256 of `body` under the first of `secrets`, after `prefix`.

@@ -96,6 +96,14 @@ impl Provider for Standard {
         self.verify_at(headers, body, crate::stamp::Stamp::now().unix_timestamp())
     }
 
+    /// Each sender keeps its own schedule (commonly a day or more).
+    fn retries(&self) -> super::Retries {
+        super::Retries {
+            window: None,
+            recover: "the sender's own schedule decides: check its delivery log for the gap and replay what failed",
+        }
+    }
+
     /// Signed with the decoded bytes of the first `whsec_` secret, never its text.
     fn sign(&self, body: &[u8], id: &str, at: i64) -> Vec<(String, String)> {
         use base64::Engine;
