@@ -35,7 +35,12 @@ enum Command {
     /// Validate the configuration and name every problem.
     CheckConfig,
     /// Empty the domain tables and apply the event log again (downloaded media are kept).
-    Rebuild,
+    /// Needs no secret: applying stored events verifies nothing.
+    Rebuild {
+        /// Only this endpoint's source (every configured one by default).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
     /// Per endpoint: events received, by status, and the last one; the queue; media.
     Status {
         /// Print JSON instead of a table.
@@ -56,6 +61,24 @@ enum Command {
         since: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Send a sample event of an endpoint's provider, signed as it would be, to this
+    /// configuration's listener (or --url); print the answer and the rows it produced.
+    SendTest {
+        #[arg(long)]
+        endpoint: String,
+        /// The sample's event type (see --list-types); the first by default.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: Option<String>,
+        /// Send this file's bytes instead of a sample.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Where to post instead of this configuration's listener.
+        #[arg(long)]
+        url: Option<String>,
+        /// List the sample types and exit.
+        #[arg(long)]
+        list_types: bool,
     },
     /// Print the header(s) an endpoint's provider would send with FILE's bytes.
     Sign {
@@ -107,7 +130,11 @@ enum EventsCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match crate::app::load_config(cli.config.as_deref()) {
+    let loaded = match cli.command {
+        Command::Rebuild { .. } => crate::app::load_config_without_secrets(cli.config.as_deref()),
+        _ => crate::app::load_config(cli.config.as_deref()),
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hooksync: {e}");
@@ -126,7 +153,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cfg, cli.config, set_log_level),
         Command::Migrate => migrate(&cfg),
-        Command::Rebuild => rebuild(&cfg).map(|s| println!("{s}")),
+        Command::Rebuild { endpoint } => {
+            rebuild(&cfg, endpoint.as_deref()).map(|s| println!("{s}"))
+        }
         Command::Status { json } => status(&cfg, json),
         Command::Events(args) => events(&cfg, args),
         Command::Retry {
@@ -135,6 +164,13 @@ pub fn main() -> ExitCode {
             since,
             json,
         } => retry(&cfg, endpoint, status, since, json),
+        Command::SendTest {
+            endpoint,
+            event_type,
+            file,
+            url,
+            list_types,
+        } => send_test(&cfg, &endpoint, event_type, file, url, list_types),
         Command::Sign {
             endpoint,
             id,
@@ -191,8 +227,12 @@ fn init_tracing(cfg: &Config) -> SetLogLevel {
 }
 
 /// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
-fn rebuild(cfg: &Config) -> anyhow::Result<crate::rebuild::Summary> {
-    let providers = crate::app::providers(&crate::app::endpoints(cfg)?);
+fn rebuild(cfg: &Config, endpoint: Option<&str>) -> anyhow::Result<crate::rebuild::Summary> {
+    let mut providers = crate::app::providers(&crate::app::endpoints(cfg)?);
+    if let Some(name) = endpoint {
+        let source = source_of(cfg, name)?;
+        providers.retain(|s, _| *s == source);
+    }
     let opts = crate::app::db_options(cfg)?;
     let mut db = crate::store::open_and_migrate(&opts)?;
     let projector = crate::projector::Projector::new(
@@ -507,6 +547,136 @@ fn sign(
         println!("{name}: {value}");
     }
     Ok(())
+}
+
+fn send_test(
+    cfg: &Config,
+    name: &str,
+    event_type: Option<String>,
+    file: Option<PathBuf>,
+    url: Option<String>,
+    list_types: bool,
+) -> anyhow::Result<()> {
+    let ep_cfg = cfg
+        .endpoints
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no endpoint named {name:?} in the configuration"))?;
+    let endpoint =
+        crate::providers::Endpoint::from_config(ep_cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let provider = &endpoint.provider;
+    if list_types {
+        for t in provider.sample_types() {
+            println!("{t}");
+        }
+        return Ok(());
+    }
+    let id = format!("test_{}", hex::encode(rand::random::<[u8; 8]>()));
+    let now = Stamp::now();
+    let body = match file {
+        Some(f) => std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+        None => {
+            let ty = match event_type {
+                Some(t) => t,
+                None => provider
+                    .sample_types()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default(),
+            };
+            let vars = crate::providers::SampleVars {
+                id: &id,
+                now,
+                tenant: endpoint.tenant.as_deref(),
+            };
+            provider
+                .sample(&ty, &vars)
+                .map_err(|e| anyhow::anyhow!(e))?
+        }
+    };
+    let headers = provider.sign(&body, &id, now.unix_timestamp());
+    let tls = cfg.server.tls_cert.is_some();
+    let url = url.unwrap_or_else(|| {
+        let listen = cfg.server.listen;
+        let host = if listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            listen.ip()
+        };
+        let scheme = if tls { "https" } else { "http" };
+        format!(
+            "{scheme}://{}{}",
+            std::net::SocketAddr::new(host, listen.port()),
+            ep_cfg.path
+        )
+    });
+    let mut client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(std::time::Duration::from_secs(30));
+    // The configured certificate is trusted, as a sender trusts it.
+    if let Some(cert) = &cfg.server.tls_cert {
+        for c in crate::tls::load_certs(cert)? {
+            client = client.add_root_certificate(reqwest::Certificate::from_der(c.as_ref())?);
+        }
+    }
+    let client = client.build()?;
+    let mut req = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in &headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, answer) = rt.block_on(async {
+        let r = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = r.status();
+        anyhow::Ok((status, r.text().await.unwrap_or_default()))
+    })?;
+    println!("{url} answered {status}: {answer}");
+    if !status.is_success() {
+        anyhow::bail!("the listener answered {status}");
+    }
+    // The event this request stored: the newest of its source received since it was sent.
+    let mut db = connect(cfg)?;
+    let filter = crate::ops::Filter {
+        source: Some(endpoint.source.to_string()),
+        since: Some(now.plus(time::Duration::seconds(-1))),
+        ..crate::ops::Filter::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let newest = crate::ops::events(&mut db, &filter, 1)?.into_iter().next();
+        match newest {
+            Some(e) if e.status != "queued" || std::time::Instant::now() > deadline => {
+                let detail = crate::ops::event(
+                    &mut db,
+                    &e.source,
+                    &e.event_id,
+                    crate::rebuild::DOMAIN_TABLES,
+                )?;
+                println!(
+                    "event {} is {}{}",
+                    e.event_id,
+                    e.status,
+                    e.last_error.map(|m| format!(": {m}")).unwrap_or_default()
+                );
+                for (table, row) in detail.map(|d| d.rows).unwrap_or_default() {
+                    println!("{table}: {row}");
+                }
+                return Ok(());
+            }
+            None if std::time::Instant::now() > deadline => {
+                anyhow::bail!("the event is not in the database after 10 s (another database?)")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {

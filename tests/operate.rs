@@ -771,3 +771,112 @@ async fn status_reports_downtime_after_kill_9_against_each_providers_resending()
     assert!(table.contains("getbill: covered"), "{table}");
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_posts_a_signed_sample_of_every_provider_and_shows_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        extra_endpoints: common::providers::endpoints(None),
+        ..Setup::default()
+    };
+    let config = Daemon::write_config(dir.path(), &setup);
+    let d = config.spawn().await;
+    for (endpoint, table) in [
+        ("getbill", "debts"),
+        ("bill", "bills"),
+        ("bigledger", "invoices"),
+        ("bl-customer_created", "customers"),
+        ("standard", "records"),
+    ] {
+        let (code, out, err) = hooksync(&config.path, &["send-test", "--endpoint", endpoint], &[]);
+        assert_eq!(code, 0, "{endpoint}: {err}{out}");
+        assert!(out.contains("answered 200 OK"), "{endpoint}: {out}");
+        assert!(out.contains(" is applied"), "{endpoint}: {out}");
+        let row = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{table}: ")))
+            .unwrap_or_else(|| panic!("{endpoint}: no {table} row in {out}"));
+        let row: serde_json::Value = serde_json::from_str(row).unwrap();
+        // The row is the sample's object, under a fresh id.
+        let id = row["id"]
+            .as_str()
+            .or(row["guid"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(id.starts_with("test-test_"), "{endpoint}: {row}");
+    }
+    let (code, out, _) = hooksync(
+        &config.path,
+        &["send-test", "--endpoint", "getbill", "--list-types"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["debt.created", "payment.received"]
+    );
+    let (code, _, err) = hooksync(
+        &config.path,
+        &["send-test", "--endpoint", "getbill", "--type", "nope"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no sample of type \"nope\""), "{err}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_of_one_endpoint_needs_no_secret_and_leaves_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        extra_endpoints: common::providers::endpoints(None),
+        ..Setup::default()
+    };
+    let config = Daemon::write_config(dir.path(), &setup);
+    let d = config.spawn().await;
+    for n in 1..=3 {
+        assert_eq!(d.send(body(n)).await, 200);
+    }
+    let (code, _, err) = hooksync(&config.path, &["send-test", "--endpoint", "bill"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut db = common::Reader::open(dir.path());
+    common::wait_until("the projector to finish", Duration::from_secs(30), || {
+        db.queued() == 0
+    })
+    .await;
+    db.raw()
+        .batch("DELETE FROM debts; DELETE FROM bills")
+        .unwrap();
+
+    // The same configuration with every secret in variables this process does not have.
+    let unset = dir.path().join("unset.toml");
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let text = text
+        .replace(&format!("\"{SECRET}\""), "\"env:HOOKSYNC_TEST_UNSET_A\"")
+        .replace(
+            &format!("\"{}\"", common::providers::BILL_KEY),
+            "\"env:HOOKSYNC_TEST_UNSET_B\"",
+        )
+        .replace(
+            &format!("\"{}\"", common::providers::WHSEC),
+            "\"env:HOOKSYNC_TEST_UNSET_C\"",
+        );
+    std::fs::write(&unset, text).unwrap();
+    let (code, _, err) = hooksync(&unset, &["status"], &[]);
+    assert_ne!(code, 0, "other commands still need the secrets");
+    assert!(err.contains("HOOKSYNC_TEST_UNSET_A is not set"), "{err}");
+
+    let (code, out, err) = hooksync(&unset, &["rebuild", "--endpoint", "getbill"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 events applied again"), "{out}");
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM debts"), 3);
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM bills"),
+        0,
+        "another endpoint's table was rebuilt"
+    );
+    let (code, _, err) = hooksync(&unset, &["rebuild", "--endpoint", "nope"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no endpoint named \"nope\""), "{err}");
+    drop(d);
+}

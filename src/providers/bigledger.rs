@@ -72,6 +72,18 @@ static CUSTOMERS: Mapping = Mapping::new(
     ],
 );
 
+/// `send-test`'s bodies, after BigLedger's documented envelope.
+const SAMPLES: &[(&str, &str)] = &[
+    (
+        "invoice.created",
+        r#"{"id":"{id}","event":"invoice.created","timestamp":"{now}","livemode":false,"api_version":"v1","data":{"object":{"id":"{object}","invoiceNumber":"TEST-1","customerId":"test-customer","customer":{"name":"Test Customer"},"status":"draft","total":"100.00","currency":"MYR","invoiceDate":"2024-01-15"},"previous_attributes":{}},"context":{"companyId":"{tenant}","userId":"hooksync","source":"send-test","ip":"127.0.0.1"}}"#,
+    ),
+    (
+        "customer.created",
+        r#"{"id":"{id}","event":"customer.created","timestamp":"{now}","livemode":false,"api_version":"v1","data":{"object":{"id":"{object}","name":"Test Customer","email":"customer@example.com"},"previous_attributes":{}},"context":{"companyId":"{tenant}","userId":"hooksync","source":"send-test","ip":"127.0.0.1"}}"#,
+    ),
+];
+
 impl Provider for BigLedger {
     fn kind(&self) -> &'static str {
         "bigledger"
@@ -79,6 +91,14 @@ impl Provider for BigLedger {
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, AuthError> {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "sha256=", body)
+    }
+
+    fn sample_types(&self) -> Vec<String> {
+        SAMPLES.iter().map(|(t, _)| (*t).to_owned()).collect()
+    }
+
+    fn sample(&self, event_type: &str, v: &super::SampleVars<'_>) -> Result<Vec<u8>, String> {
+        Ok(v.fill(super::sample_of(SAMPLES, event_type)?, "company_abc123"))
     }
 
     fn retries(&self) -> super::Retries {

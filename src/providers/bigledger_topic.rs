@@ -106,6 +106,27 @@ impl Provider for BigLedgerTopic {
         }
     }
 
+    /// The one topic this endpoint takes.
+    fn sample_types(&self) -> Vec<String> {
+        vec![self.topic.clone()]
+    }
+
+    /// The record of the endpoint's topic, as the platform sends it.
+    fn sample(&self, event_type: &str, v: &super::SampleVars<'_>) -> Result<Vec<u8>, String> {
+        if event_type != self.topic {
+            return Err(format!("this endpoint takes topic {} only", self.topic));
+        }
+        let when = v.now.to_string().replace('T', " ");
+        let when = when.trim_end_matches('Z');
+        let object = format!("test-{}", v.id);
+        let body = if self.topic.starts_with("CUSTOMER") {
+            serde_json::json!({"bl_fi_mst_entity_hdr": {"guid": object, "name": "Test Customer", "status": "ACTIVE", "updated_date": when}, "bl_fi_mst_entity_line": []})
+        } else {
+            serde_json::json!({"bl_fi_generic_doc_hdr": {"guid": object, "server_doc_1": "TEST-1", "amount_txn": "100.00", "updated_date": when}, "bl_fi_generic_doc_line": []})
+        };
+        Ok(body.to_string().into_bytes())
+    }
+
     /// Topic mode sends once and never again.
     fn retries(&self) -> super::Retries {
         super::Retries {

@@ -110,6 +110,18 @@ fn entity(event: &Map<String, Value>) -> Option<(&str, &Map<String, Value>)> {
     })
 }
 
+/// `send-test`'s bodies, after BILL's documented sample.
+const SAMPLES: &[(&str, &str)] = &[
+    (
+        "bill.created",
+        r#"{"metadata":{"eventId":"{id}","subscriptionId":"hooksync-send-test","organizationId":"{tenant}","eventType":"bill.created","version":"1"},"bill":{"id":"{object}","vendorId":"test-vendor","invoice":{"invoiceNumber":"TEST-1","invoiceDate":"{now}"},"amount":228.99,"createdTime":"{now}","updatedTime":"{now}","archived":false,"paymentStatus":"UNPAID"}}"#,
+    ),
+    (
+        "vendor.created",
+        r#"{"metadata":{"eventId":"{id}","subscriptionId":"hooksync-send-test","organizationId":"{tenant}","eventType":"vendor.created","version":"1"},"vendor":{"id":"{object}","name":"Test Vendor","createdTime":"{now}","updatedTime":"{now}","archived":false}}"#,
+    ),
+];
+
 impl Provider for Bill {
     fn kind(&self) -> &'static str {
         "bill"
@@ -120,6 +132,17 @@ impl Provider for Bill {
             .decode(header(headers, SIGNATURE_HEADER)?)
             .map_err(|_| AuthError::Malformed)?;
         any_secret_signed(&self.secrets, &given, body)
+    }
+
+    fn sample_types(&self) -> Vec<String> {
+        SAMPLES.iter().map(|(t, _)| (*t).to_owned()).collect()
+    }
+
+    fn sample(&self, event_type: &str, v: &super::SampleVars<'_>) -> Result<Vec<u8>, String> {
+        Ok(v.fill(
+            super::sample_of(SAMPLES, event_type)?,
+            "00802DEVKGROHKDIY4zyx",
+        ))
     }
 
     /// Five resends with exponential backoff (the span is not published), then BILL's

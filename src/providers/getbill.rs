@@ -145,6 +145,18 @@ struct Company {
     company_id: Option<Value>,
 }
 
+/// `send-test`'s bodies, after GetBill's documented examples.
+const SAMPLES: &[(&str, &str)] = &[
+    (
+        "debt.created",
+        r#"{"id":"{id}","type":"debt.created","created_at":"{now}","data":{"id":"{object}","company_id":{tenant},"debtor":{"name":"Test Debtor","email":"debtor@example.com"},"amount":"150.00","currency":"EUR","status":"active","due_date":"2024-02-15"},"metadata":{"company_id":{tenant}}}"#,
+    ),
+    (
+        "payment.received",
+        r#"{"id":"{id}","type":"payment.received","created_at":"{now}","data":{"id":"{object}","debt_id":"test-debt","company_id":{tenant},"amount":"50.00","currency":"EUR","method":"bank_transfer"},"metadata":{"company_id":{tenant}}}"#,
+    ),
+];
+
 impl Provider for GetBill {
     fn kind(&self) -> &'static str {
         "getbill"
@@ -152,6 +164,22 @@ impl Provider for GetBill {
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, AuthError> {
         verify_hex_hmac(&self.secrets, headers, SIGNATURE_HEADER, "", body)
+    }
+
+    fn sample_types(&self) -> Vec<String> {
+        SAMPLES.iter().map(|(t, _)| (*t).to_owned()).collect()
+    }
+
+    fn sample(&self, event_type: &str, v: &super::SampleVars<'_>) -> Result<Vec<u8>, String> {
+        // GetBill's company ids are numbers; another tenant text is written as a string.
+        let tenant = v.tenant.unwrap_or("123");
+        let literal = if !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_digit()) {
+            tenant.to_owned()
+        } else {
+            serde_json::Value::from(tenant).to_string()
+        };
+        let template = super::sample_of(SAMPLES, event_type)?.replace("{tenant}", &literal);
+        Ok(v.fill(&template, ""))
     }
 
     /// Retries after 1, 5 and 30 minutes, then gives up.

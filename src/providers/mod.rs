@@ -83,6 +83,37 @@ pub fn check(endpoints: &[EndpointConfig]) -> Vec<String> {
     problems
 }
 
+/// `cfg` with a random stand-in for each secret that does not resolve: what a rebuild builds
+/// its providers from, since applying stored events verifies nothing (a stand-in verifies
+/// nothing either).
+pub fn without_secrets(cfg: &EndpointConfig) -> EndpointConfig {
+    use base64::Engine;
+    let mut cfg = cfg.clone();
+    let stand_in = |standard: bool| {
+        let bytes = rand::random::<[u8; 24]>();
+        if standard {
+            format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        } else {
+            hex::encode(bytes)
+        }
+    };
+    let standard = cfg.provider == "standard";
+    for s in cfg.secrets.iter_mut() {
+        if Secret::resolve(s).is_err() {
+            *s = stand_in(standard);
+        }
+    }
+    if let Some(a) = cfg.auth_header.as_mut() {
+        if Secret::resolve(&a.value).is_err() {
+            a.value = stand_in(false);
+        }
+    }
+    cfg
+}
+
 /// For signed providers: at least one secret.
 pub fn require_secrets(secrets: Vec<Secret>) -> Result<Vec<Secret>, String> {
     if secrets.is_empty() {
@@ -232,10 +263,54 @@ pub trait Provider: Send + Sync + 'static {
     /// about the events of an outage longer than that (`hooksync status`).
     fn retries(&self) -> Retries;
 
+    /// The event types `send-test` has a sample body for, the first the default.
+    fn sample_types(&self) -> Vec<String>;
+
+    /// A sample body of `event_type` as the provider's documentation shows it, with a fresh
+    /// id and the current time (`hooksync send-test`).
+    fn sample(&self, event_type: &str, v: &SampleVars<'_>) -> Result<Vec<u8>, String>;
+
     /// The header(s) this provider would send with `body`, signed with the endpoint's first
     /// secret (`hooksync sign`, `hooksync send-test`). `id` and `at` (Unix seconds) are used
     /// by schemes that sign them.
     fn sign(&self, body: &[u8], id: &str, at: i64) -> Vec<(String, String)>;
+}
+
+/// What a sample body is filled with.
+pub struct SampleVars<'a> {
+    /// A fresh event id.
+    pub id: &'a str,
+    pub now: Stamp,
+    /// The endpoint's tenant, where it has one (the sample must belong to it).
+    pub tenant: Option<&'a str>,
+}
+
+impl SampleVars<'_> {
+    /// `template` with `{id}`, `{now}`, `{object}` and `{tenant}` filled in (`{tenant}` with
+    /// `fallback` when the endpoint has none).
+    pub fn fill(&self, template: &str, fallback_tenant: &str) -> Vec<u8> {
+        template
+            .replace("{id}", self.id)
+            .replace("{now}", &self.now.to_string())
+            .replace("{object}", &format!("test-{}", self.id))
+            .replace("{tenant}", self.tenant.unwrap_or(fallback_tenant))
+            .into_bytes()
+    }
+}
+
+/// The template for `event_type` among `samples`.
+pub fn sample_of<'s>(samples: &'s [(&str, &str)], event_type: &str) -> Result<&'s str, String> {
+    samples
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map(|(_, body)| *body)
+        .ok_or_else(|| {
+            let known: Vec<&str> = samples.iter().map(|(t, _)| *t).collect();
+            format!(
+                "no sample of type {event_type:?}; there are: {}",
+                known.join(", ")
+            )
+        })
 }
 
 /// A provider's resending, as `hooksync status` weighs an outage against it.

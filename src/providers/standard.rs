@@ -96,6 +96,19 @@ impl Provider for Standard {
         self.verify_at(headers, body, crate::stamp::Stamp::now().unix_timestamp())
     }
 
+    fn sample_types(&self) -> Vec<String> {
+        vec!["test.created".to_owned()]
+    }
+
+    fn sample(&self, event_type: &str, v: &super::SampleVars<'_>) -> Result<Vec<u8>, String> {
+        if event_type.is_empty() || event_type.len() > 255 {
+            return Err("a Standard Webhooks type is 1 to 255 characters".into());
+        }
+        let body = serde_json::json!({"type": event_type, "timestamp": v.now.to_string(),
+            "data": {"id": format!("test-{}", v.id), "status": "active"}});
+        Ok(body.to_string().into_bytes())
+    }
+
     /// Each sender keeps its own schedule (commonly a day or more).
     fn retries(&self) -> super::Retries {
         super::Retries {

@@ -1,6 +1,6 @@
 -- When each hooksync process served: `hooksync status` reports the gaps between them.
 CREATE TABLE hooksync_runs (
-    id         text        PRIMARY KEY,
+    id         text        COLLATE "C" PRIMARY KEY,
     started_at timestamptz NOT NULL,
     seen_at    timestamptz NOT NULL,
     stopped_at timestamptz
