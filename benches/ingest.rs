@@ -198,6 +198,17 @@ fn main() {
     let (mixed, mixed_rss) = hooksync_run(dir.path(), &db2, true, (conns, dur, 2));
     let mixed_projected = projected(&db2);
 
+    // (b-log) SQLite ingest with the access log as the default writes it (a line per request
+    // at info), to a file: what the log costs at full load.
+    let db3 = format!("sqlite://{}", dir.path().join("bench-logged.db").display());
+    let access_log = dir.path().join("access.log");
+    let (hs, port) = spawn_hooksync_logging(dir.path(), &db3, false, Some(&access_log));
+    let logged = drive(port, conns, dur, 7);
+    stop(hs);
+    let logged_lines = std::fs::read_to_string(&access_log)
+        .map(|t| t.lines().filter(|l| l.contains("hooksync::access")).count())
+        .unwrap_or(0);
+
     // (e) pooled over the rounds, then the projector's drain, (t) and (f).
     let pg_res = server
         .as_ref()
@@ -326,6 +337,11 @@ fn main() {
     println!("durable ingest / bare:     {ratio:.3}   (median of the rounds' ratios)");
     let p99 = hs_res.pct(0.99);
     println!("ack p99 (b):               {p99:.2} ms");
+    println!(
+        "with the access log / bare: {:.3}   (one run, a line per request at info to a file: {logged_lines} lines; p99 {:.2} ms)",
+        logged.rps() / bare_res.rps(),
+        logged.pct(0.99)
+    );
     let drain = queued as f64 / proj_secs;
     println!(
         "projector:                 {queued} events in {proj_secs:.2} s = {drain:.0} events/s (includes process start)"
@@ -506,25 +522,38 @@ fn wait_port(port: u16) {
 }
 
 fn spawn_hooksync(dir: &std::path::Path, db_url: &str, projector: bool) -> (Child, u16) {
+    spawn_hooksync_logging(dir, db_url, projector, None)
+}
+
+/// `spawn_hooksync`, with the log at info (an access line per request) written to `log`.
+fn spawn_hooksync_logging(
+    dir: &std::path::Path,
+    db_url: &str,
+    projector: bool,
+    log: Option<&std::path::Path>,
+) -> (Child, u16) {
     let port = free_port();
+    let level = if log.is_some() { "info" } else { "error" };
     let cfg = dir.join(format!("bench-{port}.toml"));
     std::fs::write(
         &cfg,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n[database]\nurl = \"{}\"\n\
-             [projector]\nenabled = {projector}\n[log]\nlevel = \"error\"\n\
+             [projector]\nenabled = {projector}\n[log]\nlevel = \"{level}\"\n\
              [[endpoints]]\nname = \"getbill\"\npath = \"/webhooks/getbill\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\"]\n",
             db_url
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hooksync"))
-        .arg("--config")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooksync"));
+    cmd.arg("--config")
         .arg(&cfg)
         .arg("serve")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn hooksync");
+        .stdout(Stdio::null());
+    if let Some(path) = log {
+        cmd.stderr(std::fs::File::create(path).expect("log file"));
+    }
+    let child = cmd.spawn().expect("spawn hooksync");
     wait_port(port);
     (child, port)
 }
