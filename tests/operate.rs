@@ -95,7 +95,8 @@ async fn sighup_rotates_a_secret_and_refuses_a_broken_file_whole() {
 async fn sighup_serves_a_new_certificate_to_new_connections_while_requests_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let config = Daemon::write_config(dir.path(), &Setup::default());
-    let d = config.spawn().await;
+    let log = dir.path().join("daemon.log");
+    let d = config.spawn_logging(Some(&log)).await;
     let other = tempfile::tempdir().unwrap();
     let new_cert = make_cert(other.path());
 
@@ -166,6 +167,22 @@ async fn sighup_serves_a_new_certificate_to_new_connections_while_requests_go_on
         failed.load(Ordering::Relaxed),
         0,
         "requests failed across the reload"
+    );
+
+    // A broken certificate file: refused, logged, and the certificate in use stays.
+    std::fs::write(&config.cert.cert, "not a certificate").unwrap();
+    d.signal("HUP");
+    eventually("the broken certificate to be refused", Duration::from_secs(20), async || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("configuration not reloaded")
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("holds no certificate"), "the log says what was wrong");
+    assert!(
+        client(&new_cert).get(&url).send().await.is_ok(),
+        "the certificate in use was dropped"
     );
 }
 
