@@ -128,11 +128,12 @@ pub fn providers(endpoints: &[Endpoint]) -> HashMap<String, Arc<dyn Provider>> {
 pub struct Reloads {
     pub path: Option<PathBuf>,
     pub requests: tokio::sync::mpsc::Receiver<()>,
-    pub set_log_level: SetLogLevel,
+    pub set_log: SetLog,
 }
 
-/// Replaces the log's level filter (a `RUST_LOG`-style spec).
-pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Replaces the log's level filter (a `RUST_LOG`-style spec) and its format (`text`, `json`),
+/// each when given.
+pub type SetLog = Box<dyn Fn(Option<&str>, Option<&str>) -> Result<(), String> + Send + Sync>;
 
 /// Runs the daemon until `shutdown` resolves: migrations, store thread, listeners. Returns
 /// after in-flight requests are answered and the last commit is done.
@@ -420,8 +421,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.media != new.media {
         keys.push("media");
     }
-    if old.log.format != new.log.format {
-        keys.push("log.format");
+    if old.log.access != new.log.access {
+        keys.push("log.access");
     }
     keys
 }
@@ -454,10 +455,16 @@ async fn reload_loop(
                 if running.log.level != next.cfg.log.level {
                     if std::env::var_os("RUST_LOG").is_some() {
                         tracing::warn!("log.level not applied: RUST_LOG sets the level");
-                    } else if let Err(e) = (r.set_log_level)(&next.cfg.log.level) {
+                    } else if let Err(e) = (r.set_log)(Some(&next.cfg.log.level), None) {
                         tracing::warn!(error = %e, "log.level not applied");
                     } else {
                         running.log.level = next.cfg.log.level;
+                    }
+                }
+                if running.log.format != next.cfg.log.format {
+                    match (r.set_log)(None, Some(&next.cfg.log.format)) {
+                        Ok(()) => running.log.format = next.cfg.log.format,
+                        Err(e) => tracing::warn!(error = %e, "log.format not applied"),
                     }
                 }
                 if restart.is_empty() {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::app::SetLogLevel;
+use crate::app::SetLog;
 use crate::config::Config;
 use crate::stamp::Stamp;
 
@@ -149,9 +149,9 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let set_log_level = init_tracing(&cfg);
+    let set_log = init_tracing(&cfg);
     let result = match cli.command {
-        Command::Serve => serve(cfg, cli.config, set_log_level),
+        Command::Serve => serve(cfg, cli.config, set_log),
         Command::Migrate => migrate(&cfg),
         Command::Rebuild { endpoint } => {
             rebuild(&cfg, endpoint.as_deref()).map(|s| println!("{s}"))
@@ -199,31 +199,51 @@ fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
     tracing_subscriber::EnvFilter::try_new(&spec).map_err(|e| e.to_string())
 }
 
-/// Installs the log; returns how a reload changes its level.
-fn init_tracing(cfg: &Config) -> SetLogLevel {
+type Filtered = tracing_subscriber::layer::Layered<
+    tracing_subscriber::reload::Layer<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+    tracing_subscriber::Registry,
+>;
+type Output = Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync>;
+
+/// The log's output, text or JSON, on stderr (colours only on a terminal; journald and files
+/// get plain text).
+fn log_output(format: &str) -> Output {
+    use tracing_subscriber::Layer;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if format == "json" {
+        layer.json().boxed()
+    } else {
+        layer.with_ansi(ansi).boxed()
+    }
+}
+
+/// Installs the log; returns how a reload changes its level and format.
+fn init_tracing(cfg: &Config) -> SetLog {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
     let filter = log_filter(&spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal; journald and files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    macro_rules! install {
-        ($builder:expr) => {{
-            let builder = $builder;
-            let handle = builder.reload_handle();
-            let _ = builder.try_init();
-            Box::new(move |level: &str| {
-                handle.reload(log_filter(level)?).map_err(|e| e.to_string())
-            }) as SetLogLevel
-        }};
-    }
-    if cfg.log.format == "json" {
-        install!(builder.json().with_filter_reloading())
-    } else {
-        install!(builder.with_filter_reloading())
-    }
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (output, output_handle) =
+        tracing_subscriber::reload::Layer::new(log_output(&cfg.log.format));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init();
+    Box::new(move |level: Option<&str>, format: Option<&str>| {
+        if let Some(level) = level {
+            filter_handle
+                .reload(log_filter(level)?)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(format) = format {
+            output_handle
+                .reload(log_output(format))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
 }
 
 /// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
@@ -687,7 +707,7 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(cfg: Config, path: Option<PathBuf>, set_log_level: SetLogLevel) -> anyhow::Result<()> {
+fn serve(cfg: Config, path: Option<PathBuf>, set_log: SetLog) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hooksync")
@@ -707,7 +727,7 @@ fn serve(cfg: Config, path: Option<PathBuf>, set_log_level: SetLogLevel) -> anyh
         let reloads = crate::app::Reloads {
             path,
             requests,
-            set_log_level,
+            set_log,
         };
         crate::app::run_reloadable(cfg, listeners, shutdown_signal(), Some(reloads)).await
     })

@@ -38,6 +38,11 @@ async fn sighup_rotates_a_secret_and_refuses_a_broken_file_whole() {
     assert_eq!(d.post(body(2), &sign(NEW_SECRET, &body(2))).await, 401);
 
     rewrite(&config.path, SECRET, NEW_SECRET);
+    rewrite(
+        &config.path,
+        "level = \"warn\"",
+        "level = \"warn\"\nformat = \"json\"",
+    );
     d.signal("HUP");
     let mut n = 10;
     eventually(
@@ -54,6 +59,18 @@ async fn sighup_rotates_a_secret_and_refuses_a_broken_file_whole() {
         401,
         "the replaced secret still works"
     );
+    // The log's format changed with it: the reload's own line is JSON.
+    eventually(
+        "the log to turn to JSON",
+        Duration::from_secs(20),
+        async || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with('{') && l.contains("\"configuration reloaded\""))
+        },
+    )
+    .await;
 
     // A broken file: refused whole, the daemon serves on with what it had.
     let good = std::fs::read_to_string(&config.path).unwrap();
@@ -172,14 +189,21 @@ async fn sighup_serves_a_new_certificate_to_new_connections_while_requests_go_on
     // A broken certificate file: refused, logged, and the certificate in use stays.
     std::fs::write(&config.cert.cert, "not a certificate").unwrap();
     d.signal("HUP");
-    eventually("the broken certificate to be refused", Duration::from_secs(20), async || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("configuration not reloaded")
-    })
+    eventually(
+        "the broken certificate to be refused",
+        Duration::from_secs(20),
+        async || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("configuration not reloaded")
+        },
+    )
     .await;
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("holds no certificate"), "the log says what was wrong");
+    assert!(
+        text.contains("holds no certificate"),
+        "the log says what was wrong"
+    );
     assert!(
         client(&new_cert).get(&url).send().await.is_ok(),
         "the certificate in use was dropped"
