@@ -80,18 +80,7 @@ async fn sighup_rotates_a_secret_and_refuses_a_broken_file_whole() {
             .replace("[server]", "[server]\nno_such_key = 1"),
     )
     .unwrap();
-    d.signal("HUP");
-    eventually(
-        "the refusal to be logged",
-        Duration::from_secs(20),
-        async || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("configuration not reloaded")
-        },
-    )
-    .await;
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = refused_reload(&d, &log).await;
     assert!(
         text.contains("server.no_such_key: unknown key"),
         "the log names what was wrong"
@@ -188,18 +177,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_while_requests_go_on
 
     // A broken certificate file: refused, logged, and the certificate in use stays.
     std::fs::write(&config.cert.cert, "not a certificate").unwrap();
-    d.signal("HUP");
-    eventually(
-        "the broken certificate to be refused",
-        Duration::from_secs(20),
-        async || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("configuration not reloaded")
-        },
-    )
-    .await;
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = refused_reload(&d, &log).await;
     assert!(
         text.contains("holds no certificate"),
         "the log says what was wrong"
@@ -208,6 +186,22 @@ async fn sighup_serves_a_new_certificate_to_new_connections_while_requests_go_on
         client(&new_cert).get(&url).send().await.is_ok(),
         "the certificate in use was dropped"
     );
+}
+
+/// Sends SIGHUP and waits for the log to say the new configuration was refused; returns the log.
+async fn refused_reload(d: &Daemon, log: &std::path::Path) -> String {
+    d.signal("HUP");
+    eventually(
+        "the reload to be refused",
+        Duration::from_secs(20),
+        async || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("configuration not reloaded")
+        },
+    )
+    .await;
+    std::fs::read_to_string(log).unwrap()
 }
 
 /// A child process killed when the test ends, however it ends.
@@ -381,6 +375,15 @@ fn an_unreadable_configuration_says_permission_denied() {
     );
 }
 
+/// A configuration with an endpoint of every provider kind beside GetBill's.
+fn every_provider(dir: &std::path::Path) -> common::DaemonConfig {
+    let setup = Setup {
+        extra_endpoints: common::providers::endpoints(None),
+        ..Setup::default()
+    };
+    Daemon::write_config(dir, &setup)
+}
+
 /// Runs the binary on `config` with `args`; returns (exit code, stdout, stderr).
 fn hooksync(
     config: &std::path::Path,
@@ -547,11 +550,7 @@ fn sign_prints_the_headers_each_provider_sends() {
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        extra_endpoints: common::providers::endpoints(None),
-        ..Setup::default()
-    };
-    let config = Daemon::write_config(dir.path(), &setup);
+    let config = every_provider(dir.path());
     let file = dir.path().join("body.json");
     let body = br#"{"id":"evt_1","type":"debt.created"}"#;
     std::fs::write(&file, body).unwrap();
@@ -708,11 +707,7 @@ async fn metrics_are_served_as_prometheus_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_downtime_after_kill_9_against_each_providers_resending() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        extra_endpoints: common::providers::endpoints(None),
-        ..Setup::default()
-    };
-    let config = Daemon::write_config(dir.path(), &setup);
+    let config = every_provider(dir.path());
     let mut d = config.spawn().await;
     assert_eq!(d.send(body(1)).await, 200);
     d.child.kill().unwrap(); // SIGKILL: no stop recorded
@@ -816,11 +811,7 @@ async fn status_reports_downtime_after_kill_9_against_each_providers_resending()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_posts_a_signed_sample_of_every_provider_and_shows_its_row() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        extra_endpoints: common::providers::endpoints(None),
-        ..Setup::default()
-    };
-    let config = Daemon::write_config(dir.path(), &setup);
+    let config = every_provider(dir.path());
     let d = config.spawn().await;
     for (endpoint, table) in [
         ("getbill", "debts"),
@@ -869,11 +860,7 @@ async fn send_test_posts_a_signed_sample_of_every_provider_and_shows_its_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_of_one_endpoint_needs_no_secret_and_leaves_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        extra_endpoints: common::providers::endpoints(None),
-        ..Setup::default()
-    };
-    let config = Daemon::write_config(dir.path(), &setup);
+    let config = every_provider(dir.path());
     let d = config.spawn().await;
     for n in 1..=3 {
         assert_eq!(d.send(body(n)).await, 200);
