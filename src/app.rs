@@ -354,17 +354,20 @@ fn tls_acceptor(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor
 /// nothing, the keep-alives stop, and systemd restarts the service.
 async fn feed_watchdog(inbox: Inbox, every: Duration, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
+    // Logged as a run (when it starts, while it lasts, when it ends), not at every interval.
+    let mut unfed = crate::outage::Outage::new("feeding the systemd watchdog");
     loop {
         let answered = matches!(
             tokio::time::timeout(every, inbox.ping()).await,
             Ok(Ok(()) | Err(crate::inbox::InboxError::Unavailable(_)))
         );
         if answered {
+            unfed.recover();
             crate::systemd::notify(&[State::Watchdog]);
         } else {
-            tracing::warn!(
-                "the store thread did not answer in time; the systemd watchdog is not fed"
-            );
+            unfed.fail(&format_args!(
+                "the store thread did not answer within {every:?}"
+            ));
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
