@@ -72,30 +72,33 @@ fn count(db: &mut Db) -> Result<Backlog, StoreError> {
 
 impl Admin {
     async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
-        let is_metrics = req.uri().path() == "/metrics";
-        let (status, body) = match req.uri().path() {
-            "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        const TEXT: &str = "text/plain; charset=utf-8";
+        let (status, body, kind) = match req.uri().path() {
+            "/healthz" => (StatusCode::OK, "ok\n".to_string(), TEXT),
             // A failed ping is counted in the store's own outage log, not once per probe.
             "/readyz" => match self.inbox.ping().await {
-                Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-                Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+                Ok(()) => (StatusCode::OK, "ready\n".to_string(), TEXT),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {e}\n"),
+                    TEXT,
+                ),
             },
             "/metrics" => {
                 // While the database cannot answer, the gauges keep their last values and
                 // `hooksync_database_up` says 0, so an alert on them does not silently stop.
                 self.metrics.set_backlog(self.backlog.read().await);
-                (StatusCode::OK, self.metrics.render())
+                // Prometheus refuses a scrape without its content type.
+                (
+                    StatusCode::OK,
+                    self.metrics.render(),
+                    crate::metrics::CONTENT_TYPE,
+                )
             }
-            _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+            _ => (StatusCode::NOT_FOUND, "not found\n".to_string(), TEXT),
         };
         let mut r = Response::new(full(body));
         *r.status_mut() = status;
-        // Prometheus refuses a scrape without a content type; this is its text format 0.0.4.
-        let kind = if is_metrics {
-            "text/plain; version=0.0.4; charset=utf-8"
-        } else {
-            "text/plain; charset=utf-8"
-        };
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(kind),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::SetLog;
-use crate::config::Config;
+use crate::config::{Config, EndpointConfig};
 use crate::stamp::Stamp;
 
 #[derive(Parser)]
@@ -274,11 +274,21 @@ fn rebuild(cfg: &Config, endpoint: Option<&str>) -> anyhow::Result<crate::rebuil
 
 /// The `source` of the endpoint named `name`.
 fn source_of(cfg: &Config, name: &str) -> anyhow::Result<String> {
+    Ok(endpoint_config(cfg, name)?.source().to_owned())
+}
+
+/// The endpoint named `name` in the configuration.
+fn endpoint_config<'c>(cfg: &'c Config, name: &str) -> anyhow::Result<&'c EndpointConfig> {
     cfg.endpoints
         .iter()
         .find(|e| e.name == name)
-        .map(|e| e.source.clone().unwrap_or_else(|| e.name.clone()))
         .ok_or_else(|| anyhow::anyhow!("no endpoint named {name:?} in the configuration"))
+}
+
+/// The endpoint named `name`, its secrets resolved.
+fn endpoint(cfg: &Config, name: &str) -> anyhow::Result<crate::providers::Endpoint> {
+    crate::providers::Endpoint::from_config(endpoint_config(cfg, name)?)
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// A time given on the command line: RFC 3339 (or a naive date-time, taken as UTC), or an
@@ -352,9 +362,8 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let mut db = connect(cfg)?;
     let mut sources: Vec<String> = Vec::new();
     for e in &cfg.endpoints {
-        let source = e.source.clone().unwrap_or_else(|| e.name.clone());
-        if !sources.contains(&source) {
-            sources.push(source);
+        if !sources.iter().any(|s| s == e.source()) {
+            sources.push(e.source().to_owned());
         }
     }
     let now = Stamp::now();
@@ -554,12 +563,7 @@ fn sign(
     timestamp: Option<i64>,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let ep = cfg
-        .endpoints
-        .iter()
-        .find(|e| e.name == endpoint)
-        .ok_or_else(|| anyhow::anyhow!("no endpoint named {endpoint:?} in the configuration"))?;
-    let endpoint = crate::providers::Endpoint::from_config(ep).map_err(|e| anyhow::anyhow!(e))?;
+    let endpoint = self::endpoint(cfg, endpoint)?;
     let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let id = id.unwrap_or_else(|| format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())));
     let at = timestamp.unwrap_or_else(|| Stamp::now().unix_timestamp());
@@ -577,13 +581,7 @@ fn send_test(
     url: Option<String>,
     list_types: bool,
 ) -> anyhow::Result<()> {
-    let ep_cfg = cfg
-        .endpoints
-        .iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| anyhow::anyhow!("no endpoint named {name:?} in the configuration"))?;
-    let endpoint =
-        crate::providers::Endpoint::from_config(ep_cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let endpoint = self::endpoint(cfg, name)?;
     let provider = &endpoint.provider;
     if list_types {
         for t in provider.sample_types() {
@@ -627,7 +625,7 @@ fn send_test(
         format!(
             "{scheme}://{}{}",
             std::net::SocketAddr::new(host, listen.port()),
-            ep_cfg.path
+            endpoint.path
         )
     });
     // Straight to the listener: a proxy set in the environment is for the outside world.

@@ -107,18 +107,6 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
         // Counters that are 0 still say they exist, so a rate over them is 0, not absent.
-        for outcome in [
-            "stored",
-            "duplicate",
-            "unauthorized",
-            "forbidden",
-            "too_large",
-            "unavailable",
-            "bad_request",
-            "not_found",
-        ] {
-            m.requests.with_label_values(&["", outcome]);
-        }
         for status in ["queued", "invalid", "unhandled"] {
             m.stored.with_label_values(&[status]);
         }

@@ -125,7 +125,9 @@ pub struct EventDetail {
 }
 
 #[derive(QueryableByName)]
-struct Extra {
+struct Whole {
+    #[diesel(embed)]
+    line: EventLine,
     #[diesel(sql_type = Nullable<Text>)]
     applied_at: Option<Stamp>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -149,27 +151,21 @@ pub fn event(
     event_id: &str,
     tables: &[&str],
 ) -> Result<Option<EventDetail>, StoreError> {
+    let b = db.backend();
     let sql = format!(
-        "SELECT {} FROM events WHERE source = ? AND event_id = ?",
-        line_columns(db)
+        "SELECT {}, {} AS applied_at, time_note, {} AS payload, raw_body FROM events \
+         WHERE source = ? AND event_id = ?",
+        line_columns(db),
+        b.time_text("applied_at"),
+        b.json_text("payload")
     );
-    let Some(line) = db
-        .load::<EventLine>(Stmt::new(&sql).text(source).text(event_id))?
+    let Some(w) = db
+        .load::<Whole>(Stmt::new(&sql).text(source).text(event_id))?
         .into_iter()
         .next()
     else {
         return Ok(None);
     };
-    let b = db.backend();
-    let sql = format!(
-        "SELECT {} AS applied_at, time_note, {} AS payload, raw_body FROM events WHERE seq = ?",
-        b.time_text("applied_at"),
-        b.json_text("payload")
-    );
-    let extra = db
-        .load::<Extra>(Stmt::new(&sql).int(line.seq))?
-        .into_iter()
-        .next();
     let mut rows = Vec::new();
     for table in tables {
         let sql = format!(
@@ -181,20 +177,13 @@ pub fn event(
             rows.push(((*table).to_owned(), data));
         }
     }
-    let (applied_at, time_note, payload) = match extra {
-        Some(e) => (
-            e.applied_at,
-            e.time_note,
-            e.payload
-                .or_else(|| e.raw_body.map(|b| String::from_utf8_lossy(&b).into_owned())),
-        ),
-        None => (None, None, None),
-    };
     Ok(Some(EventDetail {
-        line,
-        applied_at,
-        time_note,
-        payload,
+        line: w.line,
+        applied_at: w.applied_at,
+        time_note: w.time_note,
+        payload: w
+            .payload
+            .or_else(|| w.raw_body.map(|b| String::from_utf8_lossy(&b).into_owned())),
         rows,
     }))
 }

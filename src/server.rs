@@ -125,6 +125,19 @@ impl Handler for Webhooks {
     }
 }
 
+/// Every `outcome` a request can have: the stored ones and [`Reject::outcome`]'s.
+const OUTCOMES: &[&str] = &[
+    "stored",
+    "duplicate",
+    "not_found",
+    "bad_request",
+    "too_large",
+    "timeout",
+    "unauthorized",
+    "forbidden",
+    "unavailable",
+];
+
 /// Why a request was not stored, and the status it gets.
 #[derive(Debug)]
 enum Reject {
@@ -167,7 +180,7 @@ impl Reject {
         }
     }
 
-    /// The `outcome` label of the request's metrics and log line.
+    /// The `outcome` label of the request's metrics and log line (one of [`OUTCOMES`]).
     fn outcome(&self) -> &'static str {
         match self {
             Reject::NotFound => "not_found",
@@ -224,6 +237,10 @@ impl Webhooks {
         metrics: Arc<Metrics>,
         access_log: bool,
     ) -> Self {
+        // Counts that are 0 still exist, so a rate over them is 0, not absent.
+        for outcome in OUTCOMES {
+            metrics.requests.with_label_values(&["", outcome]);
+        }
         Self {
             access_log,
             endpoints: RwLock::new(Arc::new(routes(endpoints))),
@@ -270,7 +287,7 @@ impl Webhooks {
                 (reject.outcome(), reject.response())
             }
         };
-        let endpoint = seen.endpoint.as_deref().unwrap_or("");
+        let endpoint = seen.endpoint.as_deref().map_or("", |e| e.name.as_str());
         let m = &self.metrics;
         m.requests.with_label_values(&[endpoint, outcome]).inc();
         let elapsed = start.elapsed();
@@ -303,7 +320,7 @@ impl Webhooks {
         let routes = self.routes();
         let route = routes.get(req.uri().path()).ok_or(Reject::NotFound)?;
         let endpoint = &route.endpoint;
-        seen.endpoint = Some(endpoint.name.clone());
+        seen.endpoint = Some(endpoint.clone());
         if req.method() != Method::POST {
             return Err(Reject::Method);
         }
@@ -320,7 +337,9 @@ impl Webhooks {
         let event = verified
             .into_event(received_at, &self.limits.events)
             .map_err(Reject::Refused)?;
-        seen.event_id = Some(event.event_id.clone());
+        if self.access_log {
+            seen.event_id = Some(event.event_id.clone());
+        }
         self.inbox.submit(event).await.map_err(Reject::Inbox)
     }
 }
@@ -328,7 +347,8 @@ impl Webhooks {
 /// What a request showed of itself on its way, for its metrics and its access log line.
 #[derive(Default)]
 struct Seen {
-    endpoint: Option<String>,
+    endpoint: Option<Arc<Endpoint>>,
+    /// Kept only for the access log.
     event_id: Option<String>,
     secret: Option<usize>,
 }

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::pg::Pg;
@@ -115,20 +116,14 @@ impl ToSql<Text, Pg> for Stamp {
     }
 }
 
-impl FromSql<Text, Sqlite> for Stamp {
-    fn from_sql(
-        value: <Sqlite as diesel::backend::Backend>::RawValue<'_>,
-    ) -> deserialize::Result<Self> {
-        let text = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
-        Ok(Stamp::from_stored(&text)?)
-    }
-}
-
-impl FromSql<Text, Pg> for Stamp {
-    fn from_sql(
-        value: <Pg as diesel::backend::Backend>::RawValue<'_>,
-    ) -> deserialize::Result<Self> {
-        let text = <String as FromSql<Text, Pg>>::from_sql(value)?;
+/// Reads the stored text on either backend (PostgreSQL's `timestamptz` is selected through
+/// `Backend::time_text`, so both hand over the same text).
+impl<DB: Backend> FromSql<Text, DB> for Stamp
+where
+    String: FromSql<Text, DB>,
+{
+    fn from_sql(value: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, DB>>::from_sql(value)?;
         Ok(Stamp::from_stored(&text)?)
     }
 }
