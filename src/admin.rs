@@ -27,22 +27,26 @@ pub struct Admin {
 pub struct BacklogReader {
     opts: DbOptions,
     conn: Arc<std::sync::Mutex<Option<Db>>>,
+    /// The `[[forward]]` destinations whose deliveries are counted.
+    destinations: Arc<Vec<String>>,
 }
 
 impl BacklogReader {
     /// How long a scrape waits for the counts before it leaves them out.
     const LIMIT: Duration = Duration::from_secs(2);
 
-    pub fn new(opts: DbOptions) -> Self {
+    pub fn new(opts: DbOptions, destinations: Vec<String>) -> Self {
         Self {
             opts,
             conn: Arc::default(),
+            destinations: Arc::new(destinations),
         }
     }
 
     /// `None` while the database cannot answer in time.
     async fn read(&self) -> Option<Backlog> {
         let (opts, conn) = (self.opts.clone(), self.conn.clone());
+        let destinations = self.destinations.clone();
         let task = tokio::task::spawn_blocking(move || {
             // A count still waiting from an earlier scrape holds the connection: this one is
             // left out too, rather than one more blocking thread queueing behind it.
@@ -50,7 +54,7 @@ impl BacklogReader {
             if conn.is_none() {
                 *conn = Db::connect(&opts).ok();
             }
-            let counted = count(conn.as_mut()?);
+            let counted = count(conn.as_mut()?, &destinations);
             if counted.is_err() {
                 *conn = None;
             }
@@ -60,13 +64,14 @@ impl BacklogReader {
     }
 }
 
-fn count(db: &mut Db) -> Result<Backlog, StoreError> {
+fn count(db: &mut Db, destinations: &[String]) -> Result<Backlog, StoreError> {
     let oldest = crate::ops::oldest_queued(db)?;
     Ok(Backlog {
         oldest_queued_seconds: oldest
             .map_or(0.0, |t| t.until(crate::stamp::Stamp::now()).as_secs_f64()),
         events_queued: db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'queued'")?,
         media_pending: db.count("SELECT COUNT(*) AS n FROM media WHERE status = 'pending'")?,
+        deliveries: crate::deliveries::summary(db, destinations)?,
     })
 }
 

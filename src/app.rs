@@ -50,13 +50,22 @@ pub fn db_options(cfg: &Config) -> anyhow::Result<DbOptions> {
     })
 }
 
-/// The configured endpoints, their secrets resolved.
+/// The configured endpoints, their secrets resolved; those a passthrough destination takes
+/// keep each body and its signature headers as received.
 pub fn endpoints(cfg: &Config) -> anyhow::Result<Vec<Endpoint>> {
-    cfg.endpoints
+    let mut endpoints: Vec<Endpoint> = cfg
+        .endpoints
         .iter()
         .map(Endpoint::from_config)
         .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!(e))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for ep in &mut endpoints {
+        ep.keep_original = cfg.forward.iter().any(|f| {
+            f.mode == crate::config::ForwardMode::Passthrough
+                && (f.endpoints.is_empty() || f.endpoints.contains(&ep.name))
+        });
+    }
+    Ok(endpoints)
 }
 
 /// Everything `check-config` checks beyond the file's own form, each by the module that owns
@@ -81,6 +90,7 @@ pub fn check(cfg: &Config) -> Vec<String> {
         }
     }
     problems.extend(crate::providers::check(&cfg.endpoints));
+    problems.extend(crate::forwarder::check(&cfg.forward));
     problems
 }
 
@@ -113,6 +123,19 @@ pub fn load_config_without_secrets(path: Option<&std::path::Path>) -> Result<Con
 /// A configuration in TOML, checked whole (for tests and tools).
 pub fn config_from_toml(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_checked(text, &check)
+}
+
+/// The `[[forward]]` destinations, each with the sources of the endpoints it takes.
+pub fn routes(cfg: &Config) -> Vec<crate::deliveries::Route> {
+    let sources: HashMap<String, String> = cfg
+        .endpoints
+        .iter()
+        .map(|e| (e.name.clone(), e.source().to_owned()))
+        .collect();
+    cfg.forward
+        .iter()
+        .map(|f| crate::deliveries::Route::new(f, &sources))
+        .collect()
 }
 
 /// What the projector applies each source's events with.
@@ -164,6 +187,9 @@ pub async fn run_reloadable(
         checkpoint_failures.db_error("checkpoint")
     })?;
     let media_wake = Arc::new(tokio::sync::Notify::new());
+    let routes = routes(&cfg);
+    // Told by the projector when it created deliveries; kept here until the forwarders stop.
+    let forward_wake = Arc::new(tokio::sync::watch::Sender::new(()));
     let projector = cfg.projector.enabled.then(|| {
         Projector::new(
             providers(&endpoints),
@@ -172,6 +198,7 @@ pub async fn run_reloadable(
             metrics.clone(),
             cfg.media.enabled.then(|| media_wake.clone()),
         )
+        .forwarding(routes.clone(), forward_wake.clone())
     });
     // PostgreSQL takes the projector's writes beside ingest's on a connection of its own, so a
     // chunk never holds up a batch; SQLite has one writer, so there they share the store thread.
@@ -238,7 +265,10 @@ pub async fn run_reloadable(
         let admin = Arc::new(Admin {
             inbox: inbox.clone(),
             metrics: metrics.clone(),
-            backlog: admin::BacklogReader::new(opts.clone()),
+            backlog: admin::BacklogReader::new(
+                opts.clone(),
+                cfg.forward.iter().map(|f| f.name.clone()).collect(),
+            ),
         });
         let mut rx = stop_rx.clone();
         tokio::spawn(admin::serve(l, admin, async move {
@@ -253,6 +283,8 @@ pub async fn run_reloadable(
         .unwrap_or_default();
     tracing::info!(%addr, tls = tls.is_some(), endpoints = cfg.endpoints.len(), "listening for webhooks");
     let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls);
+    let by_source = providers(&endpoints);
+    let metrics_for_forwarding = metrics.clone();
     let app = Arc::new(Webhooks::new(
         endpoints,
         inbox.clone(),
@@ -276,6 +308,26 @@ pub async fn run_reloadable(
             .run(move |db| crate::runs::start(db, &id, crate::stamp::Stamp::now()))
             .await
             .context("cannot record this run")?;
+    }
+    if opts.url.backend() == store::Backend::Sqlite && !routes.is_empty() {
+        // One process serves a SQLite file: a claim left there is a killed run's.
+        inbox
+            .run(crate::deliveries::release_all)
+            .await
+            .context("cannot give back the deliveries a killed run claimed")?;
+    }
+    let mut forwarders = Vec::new();
+    for route in routes {
+        let dest = crate::forwarder::Destination::new(route, by_source.clone())
+            .context("cannot start forwarding")?;
+        forwarders.push(tokio::spawn(crate::forwarder::run(
+            Arc::new(dest),
+            inbox.clone(),
+            Arc::from(run_id.as_str()),
+            metrics_for_forwarding.clone(),
+            forward_wake.subscribe(),
+            stop_rx.clone(),
+        )));
     }
     let beats = {
         let (inbox, id, mut rx) = (inbox.clone(), run_id.clone(), stop_rx.clone());
@@ -304,6 +356,10 @@ pub async fn run_reloadable(
     .await;
 
     let _ = stop_tx.send(true);
+    for f in forwarders {
+        let _ = f.await;
+    }
+    drop(forward_wake);
     if let Ok(inbox) = beats.await {
         let id = run_id.clone();
         if let Err(e) = inbox
@@ -426,6 +482,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.access != new.log.access {
         keys.push("log.access");
+    }
+    if old.forward != new.forward {
+        keys.push("forward");
     }
     keys
 }

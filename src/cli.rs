@@ -80,6 +80,40 @@ enum Command {
         #[arg(long)]
         list_types: bool,
     },
+    /// List deliveries to the [[forward]] destinations, newest first.
+    Deliveries {
+        #[arg(long)]
+        destination: Option<String>,
+        /// pending (not delivered yet, retries included), failed (tried and to be tried
+        /// again), dead (given up) or delivered.
+        #[arg(long, value_parser = ["pending", "failed", "dead", "delivered"])]
+        status: Option<String>,
+        /// Created at or after TIME (RFC 3339, or an age such as 90m, 24h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send deliveries again, from now: one event's, the dead ones, or those created since TIME.
+    Redeliver {
+        #[arg(long)]
+        destination: String,
+        /// One event, as ENDPOINT:EVENT_ID.
+        #[arg(long, value_name = "ENDPOINT:EVENT_ID", group = "which")]
+        event: Option<String>,
+        /// `dead`: every delivery given up.
+        #[arg(long, value_parser = ["dead"], group = "which")]
+        status: Option<String>,
+        #[arg(long, value_name = "TIME", group = "which")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage a destination: `forward resume NAME` lets one paused by a 410 deliver again.
+    #[command(subcommand)]
+    Forward(ForwardCommand),
     /// Print the header(s) an endpoint's provider would send with FILE's bytes.
     Sign {
         #[arg(long)]
@@ -92,6 +126,12 @@ enum Command {
         timestamp: Option<i64>,
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ForwardCommand {
+    /// Deliver again to a destination paused after it answered 410 Gone.
+    Resume { name: String },
 }
 
 #[derive(clap::Args)]
@@ -177,6 +217,21 @@ pub fn main() -> ExitCode {
             timestamp,
             file,
         } => sign(&cfg, &endpoint, id, timestamp, &file),
+        Command::Deliveries {
+            destination,
+            status,
+            since,
+            limit,
+            json,
+        } => deliveries(&cfg, destination, status, since, limit, json),
+        Command::Redeliver {
+            destination,
+            event,
+            status,
+            since,
+            json,
+        } => redeliver(&cfg, destination, event, status, since, json),
+        Command::Forward(ForwardCommand::Resume { name }) => resume(&cfg, &name),
         Command::CheckConfig => Ok(()),
     };
     match result {
@@ -374,6 +429,7 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
         .map(|e| (e.name.clone(), e.provider.retries()))
         .collect();
     st.downtime = crate::ops::downtime(&mut db, &retries, now, 7)?;
+    st.destinations = crate::deliveries::summary(&mut db, &destination_names(cfg))?;
     if json {
         return print_json(&st);
     }
@@ -414,6 +470,22 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
     );
     let media: Vec<String> = st.media.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("media: {}", media.join(", "));
+    for d in &st.destinations {
+        println!(
+            "forward {}: {} pending (oldest {}), {} dead, last delivered {}{}",
+            d.destination,
+            d.pending,
+            d.oldest_pending
+                .map_or("-".to_owned(), |t| format!("{} ago", age(t, now))),
+            d.dead,
+            d.last_delivered
+                .map_or("never".to_owned(), |t| format!("{} ago", age(t, now))),
+            d.paused_at.map_or(String::new(), |t| format!(
+                "; PAUSED since {t} (it answered 410): hooksync forward resume {}",
+                d.destination
+            )),
+        );
+    }
     println!();
     if st.downtime.is_empty() {
         println!("downtime in the last 7 days: none");
@@ -528,6 +600,132 @@ fn events(cfg: &Config, args: EventsArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    Ok(())
+}
+
+fn destination_names(cfg: &Config) -> Vec<String> {
+    cfg.forward.iter().map(|f| f.name.clone()).collect()
+}
+
+/// A destination the configuration names.
+fn destination(cfg: &Config, name: &str) -> anyhow::Result<String> {
+    if cfg.forward.iter().any(|f| f.name == name) {
+        return Ok(name.to_owned());
+    }
+    anyhow::bail!(
+        "no [[forward]] destination is named {name:?} (configured: {})",
+        destination_names(cfg).join(", ")
+    )
+}
+
+fn deliveries(
+    cfg: &Config,
+    destination_name: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let now = Stamp::now();
+    let filter = crate::deliveries::Filter {
+        destination: destination_name
+            .as_deref()
+            .map(|d| destination(cfg, d))
+            .transpose()?,
+        status,
+        since: since.as_deref().map(|t| parse_time(t, now)).transpose()?,
+        event: None,
+    };
+    let mut db = connect(cfg)?;
+    let lines = crate::deliveries::list(&mut db, &filter, limit.max(0))?;
+    if json {
+        return print_json(&lines);
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.to_string(),
+                l.destination.clone(),
+                l.source.clone(),
+                l.event_id.clone(),
+                l.event_type.clone().unwrap_or_default(),
+                l.status.clone(),
+                l.attempts.to_string(),
+                match l.status.as_str() {
+                    "delivered" => l.delivered_at.map_or("-".to_owned(), |t| t.to_string()),
+                    "pending" | "failed" => format!("next {}", l.next_attempt_at),
+                    _ => "-".to_owned(),
+                },
+                l.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "DESTINATION",
+            "SOURCE",
+            "EVENT",
+            "TYPE",
+            "STATUS",
+            "ATTEMPTS",
+            "WHEN",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn redeliver(
+    cfg: &Config,
+    destination_name: String,
+    event: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let now = Stamp::now();
+    let event = match event {
+        Some(e) => {
+            let (endpoint, id) = e
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--event takes ENDPOINT:EVENT_ID, found {e:?}"))?;
+            Some((source_of(cfg, endpoint)?, id.to_owned()))
+        }
+        None => None,
+    };
+    if event.is_none() && status.is_none() && since.is_none() {
+        anyhow::bail!(
+            "say which deliveries: --event ENDPOINT:EVENT_ID, --status dead or --since TIME"
+        );
+    }
+    let filter = crate::deliveries::Filter {
+        destination: Some(destination(cfg, &destination_name)?),
+        status,
+        since: since.as_deref().map(|t| parse_time(t, now)).transpose()?,
+        event,
+    };
+    let mut db = connect(cfg)?;
+    let n = crate::deliveries::redeliver(&mut db, &filter, now)?;
+    if json {
+        return print_json(
+            &serde_json::json!({ "redelivering": n, "destination": destination_name }),
+        );
+    }
+    println!("{destination_name}: {n} delivery(ies) to send again");
+    Ok(())
+}
+
+fn resume(cfg: &Config, name: &str) -> anyhow::Result<()> {
+    let name = destination(cfg, name)?;
+    let mut db = connect(cfg)?;
+    if crate::deliveries::resume(&mut db, &name)? {
+        println!("{name} resumed: its pending deliveries are sent again");
+    } else {
+        println!("{name} was not paused");
+    }
     Ok(())
 }
 

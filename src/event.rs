@@ -36,8 +36,12 @@ pub struct NewEvent {
     pub received_at: Stamp,
     pub tenant: Option<String>,
     pub payload: Option<String>,
-    /// The body as received, kept only when it could not be read as an event.
+    /// The body as received: kept when it could not be read as an event, and when a
+    /// passthrough destination takes the endpoint's events.
     pub raw_body: Option<Vec<u8>>,
+    /// For a passthrough destination: the content type and signature headers as received,
+    /// a JSON object.
+    pub headers: Option<String>,
     pub status: EventStatus,
     pub last_error: Option<String>,
     /// Why `occurred_at` is the time of receipt rather than the time the event names.
@@ -65,6 +69,7 @@ impl NewEvent {
             tenant: None,
             payload: None,
             raw_body: Some(body),
+            headers: None,
             status: EventStatus::Invalid,
             last_error: Some(why),
             time_note: None,

@@ -270,9 +270,9 @@ pub(crate) fn checkpoint_if_due(db: &mut Db, commits: u64) -> Result<(), StoreEr
 }
 
 const INSERT_EVENTS: &str = "INSERT INTO events (source, provider, event_id, event_type, \
-     occurred_at, rank, received_at, tenant, payload, raw_body, status, last_error, time_note) VALUES ";
+     occurred_at, rank, received_at, tenant, payload, raw_body, headers, status, last_error, time_note) VALUES ";
 /// The values one event binds: one for each column `INSERT_EVENTS` names, in `bind_event` order.
-pub const EVENT_WIDTH: usize = 13;
+pub const EVENT_WIDTH: usize = 14;
 
 /// One event's row of placeholders in a `VALUES` list.
 fn event_row() -> &'static str {
@@ -309,6 +309,7 @@ fn bind_event<'a>(s: Stmt<'a>, ev: &'a NewEvent) -> Stmt<'a> {
         .opt_text(ev.tenant.as_deref())
         .opt_json(ev.payload.as_deref())
         .opt_blob(ev.raw_body.as_deref())
+        .opt_text(ev.headers.as_deref())
         .text(ev.status.as_str())
         .opt_text(ev.last_error.as_deref())
         .opt_text(ev.time_note.as_deref())

@@ -10,8 +10,10 @@
 mod admin;
 pub mod cli;
 pub mod config;
+pub mod deliveries;
 pub mod event;
 mod fetcher;
+mod forwarder;
 pub mod inbox;
 pub mod json;
 mod listener;

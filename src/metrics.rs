@@ -12,12 +12,14 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What is waiting on the database (every instance's, when several share it), read at scrape
 /// time (`admin`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Backlog {
     pub events_queued: i64,
     /// Age of the oldest queued event, seconds; 0 with none queued.
     pub oldest_queued_seconds: f64,
     pub media_pending: i64,
+    /// Each destination's state.
+    pub deliveries: Vec<crate::deliveries::Summary>,
 }
 
 pub struct Metrics {
@@ -44,6 +46,13 @@ pub struct Metrics {
     pub time_replaced: IntCounter,
     /// Connections closed at once, by reason.
     pub connections_refused: IntCounterVec,
+    /// Delivery attempts to the CRM, by destination and outcome.
+    pub deliveries: IntCounterVec,
+    /// From a delivery's request to the end of its answer, by destination.
+    pub delivery_duration: HistogramVec,
+    delivery_backlog: IntGaugeVec,
+    delivery_oldest: prometheus::GaugeVec,
+    destination_paused: IntGaugeVec,
     events_queued: IntGauge,
     oldest_queued: prometheus::Gauge,
     media_pending: IntGauge,
@@ -88,6 +97,11 @@ impl Metrics {
             db_errors: reg(&registry, counters("hooksync_db_errors_total", "Database operations that failed, by operation.", &["operation"])),
             time_replaced: reg(&registry, IntCounter::new("hooksync_event_times_replaced_total", "Events ordered at their time of receipt because the time they named was too far ahead or not a time (events.time_note says which).").unwrap_or_else(|e| unreachable!("{e}"))),
             connections_refused: reg(&registry, counters("hooksync_connections_refused_total", "Connections closed at once, by reason (per_peer: the peer address had server.max_connections_per_peer open).", &["reason"])),
+            deliveries: reg(&registry, counters("hooksync_deliveries_total", "Delivery attempts to [[forward]] destinations, by destination and outcome (delivered, failed: to be tried again, dead: given up, paused: answered 410).", &["destination", "outcome"])),
+            delivery_duration: reg(&registry, HistogramVec::new(histogram("hooksync_delivery_duration_seconds", "From a delivery's request to the end of its answer (or its error).", SECONDS.iter().copied().chain([30.0, 60.0]).collect()), &["destination"]).unwrap_or_else(|e| unreachable!("{e}"))),
+            delivery_backlog: reg(&registry, IntGaugeVec::new(Opts::new("hooksync_delivery_backlog", "Deliveries not yet delivered nor given up, by destination; the last value read while hooksync_database_up is 0."), &["destination"]).unwrap_or_else(|e| unreachable!("{e}"))),
+            delivery_oldest: reg(&registry, prometheus::GaugeVec::new(Opts::new("hooksync_delivery_oldest_pending_age_seconds", "Age of the oldest delivery not yet delivered nor given up, 0 with none, by destination."), &["destination"]).unwrap_or_else(|e| unreachable!("{e}"))),
+            destination_paused: reg(&registry, IntGaugeVec::new(Opts::new("hooksync_destination_paused", "1 while a destination is paused (it answered 410 Gone; hooksync forward resume NAME)."), &["destination"]).unwrap_or_else(|e| unreachable!("{e}"))),
             events_queued: reg(&registry, IntGauge::new("hooksync_events_queued", "Events stored and not yet projected (every instance's, on a shared database); the last value read while hooksync_database_up is 0.").unwrap_or_else(|e| unreachable!("{e}"))),
             oldest_queued: reg(&registry, prometheus::Gauge::new("hooksync_queue_oldest_age_seconds", "Age of the oldest queued event, 0 with none; the last value read while hooksync_database_up is 0.").unwrap_or_else(|e| unreachable!("{e}"))),
             media_pending: reg(&registry, IntGauge::new("hooksync_media_pending", "Media URLs not yet downloaded (nor failed or expired); the last value read while hooksync_database_up is 0.").unwrap_or_else(|e| unreachable!("{e}"))),
@@ -130,6 +144,19 @@ impl Metrics {
                 self.events_queued.set(b.events_queued);
                 self.oldest_queued.set(b.oldest_queued_seconds);
                 self.media_pending.set(b.media_pending);
+                let now = crate::stamp::Stamp::now();
+                for d in &b.deliveries {
+                    let name = [d.destination.as_str()];
+                    self.delivery_backlog
+                        .with_label_values(&name)
+                        .set(d.pending);
+                    self.delivery_oldest
+                        .with_label_values(&name)
+                        .set(d.oldest_pending.map_or(0.0, |t| t.until(now).as_secs_f64()));
+                    self.destination_paused
+                        .with_label_values(&name)
+                        .set(i64::from(d.paused_at.is_some()));
+                }
                 self.database_up.set(1);
             }
             None => self.database_up.set(0),

@@ -217,6 +217,8 @@ pub struct Status {
     pub media: BTreeMap<String, i64>,
     /// The times no hooksync served in the last week.
     pub downtime: Vec<Downtime>,
+    /// Each `[[forward]]` destination's deliveries.
+    pub destinations: Vec<crate::deliveries::Summary>,
 }
 
 #[derive(QueryableByName)]

@@ -49,6 +49,11 @@ pub struct Projector {
     /// How many events are still to be applied one at a time after a chunk failed while the
     /// database answered (see [`Projector::isolated`]).
     isolating: AtomicUsize,
+    /// The `[[forward]]` destinations: each applied event's deliveries are created in the
+    /// chunk's own transaction.
+    routes: Vec<crate::deliveries::Route>,
+    /// Told when a chunk created deliveries, so the forwarder sends them at once.
+    forward_wake: Option<Arc<tokio::sync::watch::Sender<()>>>,
 }
 
 /// What applying one event came to.
@@ -56,6 +61,7 @@ enum Applied {
     Done {
         outcome: Outcome,
         media: bool,
+        touched: Vec<crate::projection::Touched>,
     },
     /// The event cannot be applied as it is; it is marked `failed` with this reason.
     Failed(String),
@@ -141,7 +147,20 @@ impl Projector {
             chunks: SharedOutage::new("projector"),
             max_attempts: i64::from(max_attempts.max(1)),
             isolating: AtomicUsize::new(0),
+            routes: Vec::new(),
+            forward_wake: None,
         }
+    }
+
+    /// Creates deliveries to `routes` for the events it applies, and tells `wake`.
+    pub fn forwarding(
+        mut self,
+        routes: Vec<crate::deliveries::Route>,
+        wake: Arc<tokio::sync::watch::Sender<()>>,
+    ) -> Self {
+        self.forward_wake = (!routes.is_empty()).then_some(wake);
+        self.routes = routes;
+        self
     }
 
     /// Applies the next chunk of queued events in one transaction; returns how many it took.
@@ -268,6 +287,11 @@ impl Projector {
                 w.notify_one();
             }
         }
+        if fin.deliveries > 0 {
+            if let Some(w) = &self.forward_wake {
+                w.send_replace(());
+            }
+        }
         let now = Stamp::now();
         for (source, outcome, received_at) in &fin.outcomes {
             self.metrics
@@ -309,6 +333,7 @@ impl Projector {
                 ..Finished::default()
             };
             let mut done: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            let mut forwarded = Vec::new();
             let mut cache = RowCache::default();
             if !careful {
                 // A dry run names the rows the chunk will touch, to read them all at once.
@@ -323,9 +348,19 @@ impl Projector {
             for ev in &events {
                 let cache = (!careful).then_some(&mut cache);
                 match self.apply(db, ev, now, cache)? {
-                    Applied::Done { outcome, media: m } => {
+                    Applied::Done { outcome, media: m, touched } => {
                         self.failing.recover();
                         fin.media |= m;
+                        if !self.routes.is_empty() {
+                            forwarded.push(crate::deliveries::Finished {
+                                seq: ev.seq,
+                                source: &ev.source,
+                                event_id: &ev.event_id,
+                                event_type: ev.event_type.as_deref(),
+                                outcome,
+                                touched,
+                            });
+                        }
                         let slot = usize::from(outcome == Outcome::Stale);
                         fin.outcomes.push((ev.source.clone(), outcome.as_str(), ev.received_at));
                         done[slot].push(ev.seq);
@@ -339,6 +374,7 @@ impl Projector {
                 }
             }
             cache.flush(db, now).map_err(ChunkError::from_project)?;
+            fin.deliveries = crate::deliveries::plan(db, &self.routes, &forwarded, now)?;
             // One statement per outcome for the whole chunk (per part of a chunk larger than a
             // statement can bind).
             for (outcome, seqs) in [Outcome::Applied, Outcome::Stale].iter().zip(&done) {
@@ -385,12 +421,17 @@ impl Projector {
         let mut tx = Tx::new(db, ev, now, mode);
         let result = provider.project(ev, &mut tx);
         let media = tx.media_touched();
+        let touched = tx.into_touched();
         match result {
             Ok(outcome) => {
                 if careful {
                     db.batch("RELEASE event")?;
                 }
-                Ok(Applied::Done { outcome, media })
+                Ok(Applied::Done {
+                    outcome,
+                    media,
+                    touched,
+                })
             }
             // Whether a database error is passing (a deadlock, a lost connection) or the
             // event's own (a value a column refuses) cannot be told from the error, so it rolls
@@ -512,6 +553,8 @@ struct Finished {
     taken: usize,
     outcomes: Vec<(String, &'static str, Stamp)>,
     media: bool,
+    /// Deliveries created.
+    deliveries: usize,
 }
 
 /// Why a chunk's transaction was rolled back.

@@ -41,9 +41,12 @@ impl EnvOverrides {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace("__", ".");
-            if key == "endpoints" || key.starts_with("endpoints.") {
+            if let Some(list) = ["endpoints", "forward"]
+                .into_iter()
+                .find(|l| key == *l || key.starts_with(&format!("{l}.")))
+            {
                 out.problems.push(format!(
-                    "{name}: [[endpoints]] are written in the file only (a secret can come from \
+                    "{name}: [[{list}]] are written in the file only (a secret can come from \
                      the environment as \"env:VAR\")"
                 ));
                 continue;

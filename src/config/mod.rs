@@ -10,6 +10,7 @@
 mod database;
 mod endpoints;
 mod env;
+mod forward;
 mod log;
 mod media;
 mod projector;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 pub use database::{redact_url, DatabaseConfig};
 pub use endpoints::{AuthHeaderConfig, EndpointConfig};
+pub use forward::{parse_span, ForwardConfig, ForwardMode};
 pub use log::LogConfig;
 pub use media::MediaConfig;
 pub use projector::ProjectorConfig;
@@ -46,6 +48,9 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// Where events are delivered on to (the CRM's handlers).
+    #[serde(default)]
+    pub forward: Vec<ForwardConfig>,
 }
 
 /// Checks a module above this one makes of a parsed configuration; each problem starts with
@@ -330,6 +335,17 @@ impl Config {
                 problems.push(format!(
                     "{at}.path: {:?} is used by another endpoint",
                     ep.path
+                ));
+            }
+        }
+        let endpoint_names: Vec<&str> = self.endpoints.iter().map(|e| e.name.as_str()).collect();
+        let mut destinations = HashSet::new();
+        for (i, f) in self.forward.iter().enumerate() {
+            problems.extend(f.problems(i, &endpoint_names));
+            if !destinations.insert(f.name.as_str()) {
+                problems.push(format!(
+                    "forward[{i}].name: {:?} is used by another destination",
+                    f.name
                 ));
             }
         }

@@ -374,6 +374,17 @@ struct CurrentRow {
     deleted_at: Option<Stamp>,
 }
 
+/// A row an event named, and whether the event changed it: what a delivery to the CRM is
+/// about (`deliveries`).
+#[derive(Debug, Clone)]
+pub struct Touched {
+    pub table: &'static str,
+    /// The key columns besides `source`, and their values.
+    pub key_names: &'static [&'static str],
+    pub key: Vec<String>,
+    pub changed: bool,
+}
+
 /// The projection of one event, inside the projector's transaction.
 pub struct Tx<'c> {
     db: &'c mut Db,
@@ -383,6 +394,7 @@ pub struct Tx<'c> {
     changed: bool,
     media: bool,
     mode: Mode<'c>,
+    touched: Vec<Touched>,
 }
 
 /// Where `Tx::upsert` reads and writes rows.
@@ -428,6 +440,28 @@ impl<'c> Tx<'c> {
             changed: false,
             media: false,
             mode,
+            touched: Vec::new(),
+        }
+    }
+
+    /// The rows the event named, in the order it named them, each once.
+    pub fn into_touched(self) -> Vec<Touched> {
+        self.touched
+    }
+
+    fn touch(&mut self, m: &'static Mapping, key: &[String], changed: bool) {
+        match self
+            .touched
+            .iter_mut()
+            .find(|t| t.table == m.table && t.key == key)
+        {
+            Some(t) => t.changed |= changed,
+            None => self.touched.push(Touched {
+                table: m.table,
+                key_names: m.key,
+                key: key.to_vec(),
+                changed,
+            }),
         }
     }
 
@@ -484,6 +518,7 @@ impl<'c> Tx<'c> {
         };
         let changed = guard::merge(&mut st, fields, flags, tomb, &writer);
         let merged = changed.then(|| st.data.clone());
+        self.touch(m, &row_key.key, changed);
         match &mut self.mode {
             Mode::Cached(cache) => {
                 if changed && !dirty.iter().any(|d| std::ptr::eq(*d, m)) {
@@ -572,9 +607,13 @@ impl<'c> Tx<'c> {
                 .time(self.now),
         )?;
         self.changed |= n > 0;
+        self.touch(&NOTICES, &[e.event_id.clone()], n > 0);
         Ok(())
     }
 }
+
+/// Notices as a delivery names them: keyed by the event that recorded them.
+static NOTICES: Mapping = Mapping::new("notices", &["id"], &[]);
 
 fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, ProjectError> {
     match serde_json::from_str(text) {

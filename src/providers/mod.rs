@@ -274,6 +274,15 @@ pub trait Provider: Send + Sync + 'static {
     /// secret (`hooksync sign`, `hooksync send-test`). `id` and `at` (Unix seconds) are used
     /// by schemes that sign them.
     fn sign(&self, body: &[u8], id: &str, at: i64) -> Vec<(String, String)>;
+
+    /// The headers its signature travels in (lower case), as `sign` writes them: what a
+    /// passthrough destination is given as received.
+    fn signature_headers(&self) -> Vec<String> {
+        self.sign(b"{}", "msg_0", 0)
+            .into_iter()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect()
+    }
 }
 
 /// What a sample body is filled with.
@@ -451,6 +460,11 @@ pub struct Endpoint {
     pub path: String,
     pub provider: Arc<dyn Provider>,
     pub tenant: Option<String>,
+    /// A passthrough destination takes its events: each keeps its body and signature headers
+    /// as received (`original_headers`).
+    pub keep_original: bool,
+    /// The headers kept with the body: content type and the provider's signature headers.
+    kept_headers: Vec<String>,
 }
 
 /// Proof that a body passed its endpoint's verification. Only [`Endpoint::verify`] makes one,
@@ -507,9 +521,26 @@ impl Endpoint {
             name: cfg.name.clone(),
             source: Arc::from(cfg.source()),
             path: cfg.path.clone(),
+            kept_headers: std::iter::once("content-type".to_string())
+                .chain(provider.signature_headers())
+                .collect(),
             provider,
             tenant,
+            keep_original: false,
         })
+    }
+
+    /// The headers a passthrough destination is given, as received, as a JSON object.
+    fn original_headers(&self, headers: &HeaderMap) -> String {
+        let kept: serde_json::Map<String, Value> = self
+            .kept_headers
+            .iter()
+            .filter_map(|name| {
+                let v = headers.get(name.as_str())?.to_str().ok()?;
+                Some((name.clone(), Value::String(v.to_owned())))
+            })
+            .collect();
+        Value::Object(kept).to_string()
     }
 
     pub fn verify<'a>(
@@ -544,6 +575,9 @@ impl Verified<'_> {
         } else {
             Err(format!("JSON nested deeper than {max_json_depth}"))
         };
+        let original = ep
+            .keep_original
+            .then(|| (self.body.to_vec(), ep.original_headers(self.headers)));
         match envelope {
             Ok(env) => {
                 if let Some(want) = &ep.tenant {
@@ -569,18 +603,22 @@ impl Verified<'_> {
                     received_at,
                     tenant: env.tenant,
                     payload: Some(env.payload),
-                    raw_body: None,
+                    raw_body: original.as_ref().map(|(b, _)| b.clone()),
+                    headers: original.map(|(_, h)| h),
                     last_error: env.note,
                     time_note,
                 })
             }
-            Err(why) => Ok(NewEvent::invalid(
-                ep.source.clone(),
-                ep.provider.kind(),
-                self.body.to_vec(),
-                received_at,
-                why,
-            )),
+            Err(why) => Ok(NewEvent {
+                headers: original.map(|(_, h)| h),
+                ..NewEvent::invalid(
+                    ep.source.clone(),
+                    ep.provider.kind(),
+                    self.body.to_vec(),
+                    received_at,
+                    why,
+                )
+            }),
         }
     }
 }

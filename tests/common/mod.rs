@@ -7,6 +7,7 @@
 //! otherwise each test directory holds an SQLite file. `scripts/test` runs both.
 #![allow(dead_code)]
 
+pub mod crm;
 pub mod media_server;
 pub mod pg;
 pub mod ports;
