@@ -167,3 +167,99 @@ async fn each_mode_is_verified_by_the_crm_as_its_sender_documents() {
     }
     app.stop().await;
 }
+
+/// Deliveries of `destination` per object, in the order hooksync made them (the projector's).
+fn planned(db: &mut common::Reader, destination: &str) -> (HashMap<String, Vec<String>>, HashMap<String, String>) {
+    let rows = db.rows_where(
+        "hooksync_deliveries",
+        &format!("destination = '{destination}' ORDER BY id"),
+    );
+    let mut by_object: HashMap<String, Vec<String>> = HashMap::new();
+    let mut object_of: HashMap<String, String> = HashMap::new();
+    for r in rows {
+        let (object, event) = (r["object"].as_str().unwrap().to_string(), r["event_id"].as_str().unwrap().to_string());
+        by_object.entry(object.clone()).or_default().push(event.clone());
+        object_of.insert(event, object);
+    }
+    (by_object, object_of)
+}
+
+fn row_key(v: &serde_json::Value) -> String {
+    format!("{}/{}/{}", v["table"], v["source"], v["key"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shuffled_stream_reaches_a_failing_crm_in_order_per_object() {
+    let events = lifecycle(240, 1);
+    let crm = Crm::start().await;
+    crm.check("/pass", Check::Passthrough(providers()));
+    crm.check("/rows", Check::Standard(DEST_WHSEC.into()));
+    crm.fail_ratio(1.0 / 3.0);
+    let fast = "retry_base_ms = 10\nretry_max_ms = 100\nconcurrency = 8\n";
+    let setup = Setup {
+        extra_endpoints: forward("pass", &crm.url("/pass"), "passthrough", fast)
+            + &forward("rows", &crm.url("/rows"), "rows", fast),
+        ..Setup::default()
+    };
+    let app = TestApp::start(setup).await;
+    common::send_concurrently(&app, signed(shuffled_with_duplicates(&events, 7)), 6).await;
+    app.wait_projected().await;
+    let mut db = app.reader();
+    common::wait_until("every delivery", Duration::from_secs(300), || {
+        db.count("SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE status <> 'delivered'") == 0
+    })
+    .await;
+    crm.assert_all_verified();
+    let received = crm.received();
+    let failed = received.iter().filter(|r| r.status == 500).count();
+    assert!(failed * 5 > received.len(), "a third fails: {failed} of {}", received.len());
+
+    // Passthrough: every applied event, none of the stale ones, each object's in the
+    // projector's order, never two at once.
+    let applied: HashSet<String> = db
+        .list("event_id", "FROM events WHERE status = 'applied'")
+        .into_iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let stale = db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'stale'");
+    assert!(stale > 0, "the shuffled stream has late events");
+    let pass = crm.delivered("/pass");
+    let got: HashSet<String> = pass.iter().map(event_id).collect();
+    assert_eq!(got.len(), pass.len(), "an event delivered twice");
+    assert_eq!(got, applied);
+    let (order, object_of) = planned(&mut db, "pass");
+    let all_pass: Vec<Received> = received.iter().filter(|r| r.path == "/pass").cloned().collect();
+    assert_eq!(overlapping(&all_pass, |r| object_of.get(&event_id(r)).cloned()), None);
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &pass {
+        seen.entry(object_of[&event_id(r)].clone()).or_default().push(event_id(r));
+    }
+    assert!(order.values().any(|v| v.len() > 3), "objects with several events");
+    assert_eq!(seen, order);
+
+    // Rows: never two requests for one row at once, and the CRM ends with exactly the rows of
+    // the domain tables.
+    let all_rows: Vec<Received> = received.iter().filter(|r| r.path == "/rows").cloned().collect();
+    assert_eq!(overlapping(&all_rows, |r| Some(row_key(&r.json()))), None);
+    let mut crm_rows: HashMap<String, serde_json::Value> = HashMap::new();
+    for r in crm.delivered("/rows") {
+        let v = r.json();
+        crm_rows.insert(row_key(&v), v);
+    }
+    let mut tables = 0;
+    for (table, key) in [("debts", "id"), ("followups", "id"), ("payments", "id"), ("payment_plans", "debt_id"), ("notices", "id")] {
+        for row in db.rows_where(table, "1 = 1") {
+            tables += 1;
+            let k = format!("\"{table}\"/\"getbill\"/{}", serde_json::json!({ key: row[key] }));
+            let Some(v) = crm_rows.get(&k) else {
+                panic!("the CRM never received {k}");
+            };
+            let data: serde_json::Value = serde_json::from_str(row["data"].as_str().unwrap()).unwrap();
+            assert_eq!(v["row"], data, "{k}");
+            assert_eq!(v["deleted"], !row["deleted_at"].is_null(), "{k}");
+            assert_eq!(v["event_id"], row["last_event_id"], "{k}");
+        }
+    }
+    assert_eq!(crm_rows.len(), tables, "the CRM has rows the tables do not");
+    app.stop().await;
+}
