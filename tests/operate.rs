@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, eventually, make_cert, sign, Daemon, Setup, SECRET};
+use common::{client, eventually, hooksync, json_of, make_cert, sign, Daemon, Setup, SECRET};
 
 const NEW_SECRET: &str = "whsk_test_rotated_0002";
 
@@ -382,32 +382,6 @@ fn every_provider(dir: &std::path::Path) -> common::DaemonConfig {
         ..Setup::default()
     };
     Daemon::write_config(dir, &setup)
-}
-
-/// Runs the binary on `config` with `args`; returns (exit code, stdout, stderr).
-fn hooksync(
-    config: &std::path::Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hooksync"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json_of(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let (code, out, err) = hooksync(config, args, &[]);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -678,3 +678,78 @@ fn pg_numbers_read_back_as_the_projector_reads_them_on_sqlite() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_instances_share_a_destination_and_one_is_killed() {
+    use common::crm::{overlapping, Check, Crm};
+    let Some(url) = fresh_database("pg_two_instances_share_a_destination") else {
+        return;
+    };
+    const WHSEC: &str = "whsec_dGhlIENSTSdzIG93biBzZWNyZXQgZm9yIGhvb2tzeW5j";
+    let crm = Crm::start().await;
+    crm.check("/std", Check::Standard(WHSEC.into()));
+    crm.delay(Duration::from_millis(20));
+    let forward = format!(
+        "[[forward]]\nname = \"std\"\nurl = \"{}\"\nmode = \"standard\"\nsecrets = [\"{WHSEC}\"]\nconcurrency = 4\ntimeout_ms = 1000\n",
+        crm.url("/std")
+    );
+    let setup = Setup {
+        extra_endpoints: forward,
+        ..on(&url)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = Daemon::write_config(dir.path(), &setup);
+    let mut killed = config.spawn().await;
+    let survivor = TestApp::start(setup).await;
+    let events = lifecycle(16, 6);
+    let (first, second) = events.split_at(events.len() / 2);
+    for ev in first {
+        assert_eq!(killed.send(ev.body.clone()).await, 200);
+    }
+    for ev in second {
+        assert_eq!(survivor.send(&ev.body).await, 200);
+    }
+    crm.wait("deliveries from both", Duration::from_secs(60), |r| {
+        r.iter().filter(|r| r.ok()).count() >= 20
+    })
+    .await;
+    killed.signal("KILL");
+    killed.wait_exit(Duration::from_secs(10)).await;
+    let mut db = Reader::open_url(&url);
+    let left =
+        db.count("SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE status <> 'delivered'");
+    let claimed =
+        db.count("SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE claimed_by IS NOT NULL");
+    eprintln!("at the kill: {left} left, {claimed} claimed");
+    assert!(left > 0, "the kill came after every delivery");
+    common::wait_until(
+        "every delivery by the survivor",
+        Duration::from_secs(120),
+        || {
+            db.queued() == 0
+                && db.count(
+                    "SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE status <> 'delivered'",
+                ) == 0
+        },
+    )
+    .await;
+    crm.assert_all_verified();
+    let planned = db.count("SELECT COUNT(*) AS n FROM hooksync_deliveries");
+    assert_eq!(
+        planned,
+        db.count("SELECT COUNT(*) AS n FROM events WHERE status = 'applied'")
+    );
+    let received = crm.received();
+    let ids: std::collections::HashSet<&str> = received
+        .iter()
+        .filter(|r| r.ok())
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(ids.len() as i64, planned, "a delivery is missing");
+    // One delivery is never in flight from both instances at once.
+    assert_eq!(
+        overlapping(&received, |r| Some(r.header("webhook-id").to_string())),
+        None
+    );
+    survivor.stop().await;
+}

@@ -5,15 +5,33 @@ use serde::Deserialize;
 use super::text;
 
 /// What a destination receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ForwardMode {
     /// The provider's own body and signature headers, as received.
+    #[default]
     Passthrough,
     /// A Standard Webhooks request signed with the destination's secret, the stored payload in it.
     Standard,
     /// The domain rows an event changed, as they stand when delivered, signed as `standard`.
     Rows,
+}
+
+impl<'de> Deserialize<'de> for ForwardMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = text::one(d)?;
+        [
+            ForwardMode::Passthrough,
+            ForwardMode::Standard,
+            ForwardMode::Rows,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == text)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected \"passthrough\", \"standard\" or \"rows\", found {text:?}"
+            ))
+        })
+    }
 }
 
 impl ForwardMode {
@@ -34,6 +52,8 @@ pub struct ForwardConfig {
     pub name: String,
     #[serde(deserialize_with = "text::one")]
     pub url: String,
+    /// `passthrough` by default.
+    #[serde(default)]
     pub mode: ForwardMode,
     /// The endpoint names whose events it takes; empty: every endpoint.
     #[serde(default, deserialize_with = "text::list")]

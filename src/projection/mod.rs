@@ -607,7 +607,7 @@ impl<'c> Tx<'c> {
                 .time(self.now),
         )?;
         self.changed |= n > 0;
-        self.touch(&NOTICES, &[e.event_id.clone()], n > 0);
+        self.touch(&NOTICES, std::slice::from_ref(&e.event_id), n > 0);
         Ok(())
     }
 }

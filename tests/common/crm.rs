@@ -70,11 +70,14 @@ impl Received {
     }
 }
 
+/// A scripted answer: status, headers, and a delay first.
+type Answer = (u16, Vec<(String, String)>, Duration);
+
 #[derive(Default)]
 struct Behaviour {
     checks: HashMap<String, Check>,
     /// Answers for the next requests, in order: status, headers, and a delay first.
-    scripted: Vec<(u16, Vec<(String, String)>, Duration)>,
+    scripted: Vec<Answer>,
     /// The share of other requests answered 500.
     fail_ratio: f64,
     /// Every request waits this long first.
@@ -321,6 +324,11 @@ impl Crm {
             .behaviour
             .always_fail
             .push(event_id.into());
+    }
+
+    /// Forgets `always_fail`.
+    pub fn stop_failing(&self) {
+        self.state.lock().unwrap().behaviour.always_fail.clear();
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -1038,3 +1038,29 @@ impl Load {
         acked
     }
 }
+
+/// Runs the binary on `config` with `args`; returns (exit code, stdout, stderr).
+pub fn hooksync(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn json_of(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = hooksync(config, args, &[]);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
