@@ -28,9 +28,14 @@
 //! bare run at the start and PostgreSQL's a minute later would compare two different machines
 //! on a day when this one's speed drifts by tens of percent within minutes.
 //!
+//! Then forwarding to the CRM, on SQLite with the projector on: (g) ingest with no destination,
+//! with two healthy ones (a stub answering at once: the bare server) and with one that answers
+//! after 10 s, side by side in two rounds; (h) a stored backlog applied and delivered by a
+//! restarted hooksync, then delivered again with no projection, beside the stub's own rate.
+//!
 //! Environment: BENCH_SECS (seconds per run, default 3), BENCH_ROUNDS (default 3),
-//! BENCH_CONNECTIONS (default 32). `--drive PORT` sends
-//! only the load, to a server started by hand (for profiling it).
+//! BENCH_CONNECTIONS (default 32). `--drive PORT` sends only the load, to a server started by
+//! hand (for profiling it); `--forwarding` runs only (g) and (h).
 
 use std::convert::Infallible;
 use std::process::{Child, Command, Stdio};
@@ -66,12 +71,17 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-server") {
         let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
-        bare_server(port, false);
+        bare_server(port, false, Duration::ZERO);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--verify-server") {
         let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
-        bare_server(port, true);
+        bare_server(port, true, Duration::ZERO);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--slow-server") {
+        let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
+        bare_server(port, false, SLOW_CRM);
         return;
     }
     let secs: u64 = std::env::var("BENCH_SECS")
@@ -88,6 +98,12 @@ fn main() {
         let port: u16 = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
         let r = drive(port, conns, dur, std::process::id() as u64);
         row("server on the given port", &r, 0);
+        return;
+    }
+    // `--forwarding`: only (g) and (h).
+    if args.iter().any(|a| a == "--forwarding") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        print_forwarding(&forwarding(dir.path(), conns, dur), conns);
         return;
     }
     let rounds: usize = std::env::var("BENCH_ROUNDS")
@@ -386,6 +402,7 @@ fn main() {
         (_, Err(why)) => println!("postgres: not measured ({why})"),
         _ => {}
     }
+    print_forwarding(&forwarding(dir.path(), conns, dur), conns);
     let peak = hs_rss_ingest.max(proj_rss).max(mixed_rss) as f64 / 1024.0;
     println!("hooksync peak RSS:         {peak:.1} MiB");
     println!(
@@ -532,6 +549,18 @@ fn spawn_hooksync_logging(
     projector: bool,
     log: Option<&std::path::Path>,
 ) -> (Child, u16) {
+    spawn_hooksync_with(dir, db_url, projector, log, "").0
+}
+
+/// `spawn_hooksync_logging` with `extra` appended to its configuration (`[[forward]]` tables);
+/// returns the configuration file too.
+fn spawn_hooksync_with(
+    dir: &std::path::Path,
+    db_url: &str,
+    projector: bool,
+    log: Option<&std::path::Path>,
+    extra: &str,
+) -> ((Child, u16), std::path::PathBuf) {
     let port = free_port();
     let level = if log.is_some() { "info" } else { "error" };
     let cfg = dir.join(format!("bench-{port}.toml"));
@@ -540,7 +569,7 @@ fn spawn_hooksync_logging(
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n[database]\nurl = \"{}\"\n\
              [projector]\nenabled = {projector}\n[log]\nlevel = \"{level}\"\n\
-             [[endpoints]]\nname = \"getbill\"\npath = \"/webhooks/getbill\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\"]\n",
+             [[endpoints]]\nname = \"getbill\"\npath = \"/webhooks/getbill\"\nprovider = \"getbill\"\nsecrets = [\"{SECRET}\"]\n{extra}",
             db_url
         ),
     )
@@ -555,7 +584,7 @@ fn spawn_hooksync_logging(
     }
     let child = cmd.spawn().expect("spawn hooksync");
     wait_port(port);
-    (child, port)
+    ((child, port), cfg)
 }
 
 /// Drives a fresh hooksync on `db_url` with the load `(connections, duration, run)`; returns the
@@ -591,6 +620,194 @@ fn warn_if_store_not_raised(child: &Child) {
                  its figures are then lower than under the systemd unit"
             )
         });
+    }
+}
+
+fn print_forwarding(fw: &ForwardFigures, conns: usize) {
+    println!();
+    println!(
+        "{:<44} {:>10} {:>9} {:>9} {:>9} {:>10}",
+        "forwarding, sqlite, projector on (g)", "req/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
+    );
+    row("(g0) no destination", &fw.none, fw.none_rss);
+    row("(g2) two healthy destinations", &fw.healthy, fw.healthy_rss);
+    row(
+        "(g1) one destination answering after 10 s",
+        &fw.dead,
+        fw.dead_rss,
+    );
+    println!(
+        "ingest with two healthy / none: {:.3}, with one dead / none: {:.3}   (p99 {:.2} / {:.2} / {:.2} ms)",
+        fw.healthy.rps() / fw.none.rps(),
+        fw.dead.rps() / fw.none.rps(),
+        fw.none.pct(0.99),
+        fw.healthy.pct(0.99),
+        fw.dead.pct(0.99)
+    );
+    println!(
+        "delivered during (g2):     {} of {} events to each destination",
+        fw.healthy_delivered, fw.healthy.ok
+    );
+    println!(
+        "applied and delivered (h): {} events in {:.2} s = {:.0} events/s (one standard destination, concurrency 32; includes process start)",
+        fw.events,
+        fw.first_secs,
+        fw.events as f64 / fw.first_secs
+    );
+    println!(
+        "delivered again (h2):      {} deliveries in {:.2} s = {:.0} deliveries/s (redeliver; no projection)",
+        fw.events,
+        fw.again_secs,
+        fw.events as f64 / fw.again_secs
+    );
+    println!(
+        "the CRM stub alone:        {:.0} req/s from this load generator ({conns} connections): the HTTP side's ceiling",
+        fw.stub.rps()
+    );
+}
+
+/// (g) and (h): forwarding, on SQLite with the projector on.
+struct ForwardFigures {
+    none: RunResult,
+    none_rss: u64,
+    healthy: RunResult,
+    healthy_rss: u64,
+    /// Deliveries made to one of the healthy destinations by the end of (g2)'s runs.
+    healthy_delivered: i64,
+    dead: RunResult,
+    dead_rss: u64,
+    /// (h): events stored, then applied and delivered after a restart, then delivered again.
+    events: i64,
+    first_secs: f64,
+    again_secs: f64,
+    /// The CRM stub driven by this process's load, for the ceiling.
+    stub: RunResult,
+}
+
+/// The destinations' Standard Webhooks secret.
+const DEST_WHSEC: &str = "whsec_dGhlIENSTSdzIG93biBzZWNyZXQgZm9yIGhvb2tzeW5j";
+
+fn destination(name: &str, port: u16, mode: &str) -> String {
+    format!(
+        "[[forward]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}/{name}\"\nmode = \"{mode}\"\n\
+         secrets = [\"{DEST_WHSEC}\"]\nconcurrency = 32\n"
+    )
+}
+
+fn spawn_reference(flag: &str) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().expect("current exe"))
+        .arg(flag)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("reference server");
+    wait_port(port);
+    (child, port)
+}
+
+fn undelivered(db_url: &str) -> i64 {
+    connect(db_url)
+        .count("SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE status <> 'delivered'")
+        .unwrap_or(i64::MAX)
+}
+
+fn wait_delivered(db_url: &str) {
+    let start = Instant::now();
+    wait_drained(db_url, Duration::from_secs(600));
+    while undelivered(db_url) > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "deliveries did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (g): ingest with no destination, two healthy ones (a stub answering at once) and one that
+/// answers after 10 s, in two rounds (the second in reverse order), each on a fresh database.
+/// (h): a stored backlog applied and delivered by a restarted hooksync, then delivered again.
+fn forwarding(dir: &std::path::Path, conns: usize, dur: Duration) -> ForwardFigures {
+    let (crm, crm_port) = spawn_reference("--bare-server");
+    let (slow, slow_port) = spawn_reference("--slow-server");
+    let healthy =
+        destination("pass", crm_port, "passthrough") + &destination("std", crm_port, "standard");
+    let dead = format!(
+        "[[forward]]\nname = \"dead\"\nurl = \"http://127.0.0.1:{slow_port}/dead\"\nmode = \"standard\"\nsecrets = [\"{DEST_WHSEC}\"]\n"
+    );
+    let setups = [("", 0usize), (healthy.as_str(), 1), (dead.as_str(), 2)];
+    let mut runs: [Vec<(RunResult, u64)>; 3] = Default::default();
+    let mut healthy_delivered = 0;
+    for round in 0..2u64 {
+        let mut order = setups;
+        if round == 1 {
+            order.reverse();
+        }
+        for (extra, i) in order {
+            let db = format!(
+                "sqlite://{}",
+                dir.join(format!("fw-{round}-{i}.db")).display()
+            );
+            let ((hs, port), _) = spawn_hooksync_with(dir, &db, true, None, extra);
+            let res = drive(port, conns, dur, 100 + round * 10 + i as u64);
+            let rss = peak_rss(&hs);
+            if i == 1 {
+                healthy_delivered += connect(&db)
+                    .count("SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE destination = 'std' AND status = 'delivered'")
+                    .unwrap_or(0);
+            }
+            stop(hs);
+            runs[i].push((res, rss));
+        }
+    }
+    let pooled = |i: usize| {
+        let rs: Vec<&RunResult> = runs[i].iter().map(|(r, _)| r).collect();
+        (
+            RunResult::pooled(&rs),
+            runs[i].iter().map(|(_, m)| *m).max().unwrap_or(0),
+        )
+    };
+    let ((none, none_rss), (healthy_res, healthy_rss), (dead_res, dead_rss)) =
+        (pooled(0), pooled(1), pooled(2));
+
+    let one = destination("std", crm_port, "standard");
+    let db = format!("sqlite://{}", dir.join("fw-backlog.db").display());
+    let ((hs, port), _) = spawn_hooksync_with(dir, &db, false, None, &one);
+    let stored = drive(port, conns, dur, 200);
+    stop(hs);
+    let start = Instant::now();
+    let ((hs, _), cfg) = spawn_hooksync_with(dir, &db, true, None, &one);
+    wait_delivered(&db);
+    let first_secs = start.elapsed().as_secs_f64();
+    stop(hs);
+    let again = Command::new(env!("CARGO_BIN_EXE_hooksync"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["redeliver", "--destination", "std", "--since", "1d"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redeliver");
+    assert!(again.success(), "redeliver failed");
+    let start = Instant::now();
+    let ((hs, _), _) = spawn_hooksync_with(dir, &db, true, None, &one);
+    wait_delivered(&db);
+    let again_secs = start.elapsed().as_secs_f64();
+    stop(hs);
+    let stub = drive(crm_port, conns, dur, 300);
+    stop(crm);
+    stop(slow);
+    ForwardFigures {
+        none,
+        none_rss,
+        healthy: healthy_res,
+        healthy_rss,
+        healthy_delivered,
+        dead: dead_res,
+        dead_rss,
+        events: i64::try_from(stored.ok).unwrap_or(i64::MAX),
+        first_secs,
+        again_secs,
+        stub,
     }
 }
 
@@ -911,7 +1128,10 @@ fn commits_alone(db_url: &str, dur: Duration, run: u64) -> [(f64, f64); 2] {
     })
 }
 
-fn bare_server(port: u16, verify: bool) {
+/// How long the dead destination of (g) takes to answer: past hooksync's default timeout.
+const SLOW_CRM: Duration = Duration::from_secs(10);
+
+fn bare_server(port: u16, verify: bool, delay: Duration) {
     let endpoint = Arc::new(bench_endpoint());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -933,6 +1153,9 @@ fn bare_server(port: u16, verify: bool) {
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let endpoint = endpoint.clone();
                         async move {
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes());
                             let mut status = hyper::StatusCode::OK;

@@ -386,6 +386,18 @@ pub async fn run(
             }
         }
         let free = concurrency.saturating_sub(tasks.len());
+        if free == 0 && done.is_empty() {
+            // Nothing to record and no room to send more: the store is left to the senders.
+            tokio::select! {
+                Some(r) = tasks.join_next() => {
+                    if let Ok(a) = r {
+                        done.push(a);
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
         let (route, n, me2, recorded) = (
             dest.route.clone(),
             free as i64,
