@@ -102,22 +102,22 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, ConfigError
 /// The configuration as a rebuild needs it: checked whole except for secrets, which it does
 /// not use (each that does not resolve has a stand-in).
 pub fn load_config_without_secrets(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
-    let unverified = |cfg: &Config| {
+    fn without(cfg: &Config) -> Config {
         let mut cfg = cfg.clone();
         cfg.endpoints = cfg
             .endpoints
             .iter()
             .map(crate::providers::without_secrets)
             .collect();
-        check(&cfg)
-    };
-    let mut cfg = Config::load_checked(path, &unverified)?;
-    cfg.endpoints = cfg
-        .endpoints
-        .iter()
-        .map(crate::providers::without_secrets)
-        .collect();
-    Ok(cfg)
+        for f in &mut cfg.forward {
+            if !f.secrets.is_empty() {
+                f.secrets = vec![crate::forwarder::STAND_IN_SECRET.to_owned()];
+            }
+        }
+        cfg
+    }
+    let cfg = Config::load_checked(path, &|cfg: &Config| check(&without(cfg)))?;
+    Ok(without(&cfg))
 }
 
 /// A configuration in TOML, checked whole (for tests and tools).

@@ -40,6 +40,10 @@ enum Command {
         /// Only this endpoint's source (every configured one by default).
         #[arg(long)]
         endpoint: Option<String>,
+        /// Deliver the events applied again to the [[forward]] destinations again (by
+        /// default what was delivered once is not delivered again).
+        #[arg(long)]
+        redeliver: bool,
     },
     /// Per endpoint: events received, by status, and the last one; the queue; media.
     Status {
@@ -193,9 +197,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cfg, cli.config, set_log),
         Command::Migrate => migrate(&cfg),
-        Command::Rebuild { endpoint } => {
-            rebuild(&cfg, endpoint.as_deref()).map(|s| println!("{s}"))
-        }
+        Command::Rebuild {
+            endpoint,
+            redeliver,
+        } => rebuild(&cfg, endpoint.as_deref(), redeliver).map(|s| println!("{s}")),
         Command::Status { json } => status(&cfg, json),
         Command::Events(args) => events(&cfg, args),
         Command::Retry {
@@ -302,7 +307,11 @@ fn init_tracing(cfg: &Config) -> SetLog {
 }
 
 /// Rebuilds the tables of the configured endpoints, as `hooksync rebuild` does.
-fn rebuild(cfg: &Config, endpoint: Option<&str>) -> anyhow::Result<crate::rebuild::Summary> {
+fn rebuild(
+    cfg: &Config,
+    endpoint: Option<&str>,
+    redeliver: bool,
+) -> anyhow::Result<crate::rebuild::Summary> {
     let mut providers = crate::app::providers(&crate::app::endpoints(cfg)?);
     if let Some(name) = endpoint {
         let source = source_of(cfg, name)?;
@@ -316,7 +325,17 @@ fn rebuild(cfg: &Config, endpoint: Option<&str>) -> anyhow::Result<crate::rebuil
         cfg.projector.max_attempts,
         std::sync::Arc::new(crate::metrics::Metrics::default()),
         None,
+    )
+    // The events applied again find their deliveries: none is made twice, unless asked.
+    .forwarding(
+        crate::app::routes(cfg),
+        std::sync::Arc::new(tokio::sync::watch::Sender::new(())),
     );
+    let projector = if redeliver {
+        projector.redelivering()
+    } else {
+        projector
+    };
     crate::rebuild::rebuild(
         &mut db,
         &opts,

@@ -113,11 +113,19 @@ const INSERT: &str = "INSERT INTO hooksync_deliveries (destination, source, even
      event_type, object, row_ref, status, created_at, next_attempt_at) VALUES ";
 const INSERT_WIDTH: usize = 10;
 
-fn insert(db: &mut Db, rows: &[New<'_>], now: Stamp) -> Result<usize, StoreError> {
+/// Inserts `rows`; one that exists already (the event applied again, by a rebuild) stays as
+/// it is, or with `again`, is sent again.
+fn insert(db: &mut Db, rows: &[New<'_>], now: Stamp, again: bool) -> Result<usize, StoreError> {
+    let on_conflict = if again {
+        "DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at, \
+         first_attempt_at = NULL, delivered_at = NULL"
+    } else {
+        "DO NOTHING"
+    };
     let mut n = 0;
     for part in rows.chunks(rows_per_statement(INSERT_WIDTH, 0)) {
         let sql = format!(
-            "{INSERT}{} ON CONFLICT (destination, source, event_id, object) DO NOTHING",
+            "{INSERT}{} ON CONFLICT (destination, source, event_id, object) {on_conflict}",
             vec![marks(INSERT_WIDTH); part.len()].join(", ")
         );
         let mut s = Stmt::new(&sql);
@@ -140,12 +148,14 @@ fn insert(db: &mut Db, rows: &[New<'_>], now: Stamp) -> Result<usize, StoreError
 }
 
 /// Creates the deliveries of a chunk's finished events, in the order they were applied;
-/// returns how many. Inside the projector's transaction.
+/// returns how many. Inside the projector's transaction. An event applied again (a rebuild)
+/// is not delivered again unless `again`.
 pub fn plan(
     db: &mut Db,
     routes: &[Route],
     done: &[Finished<'_>],
     now: Stamp,
+    again: bool,
 ) -> Result<usize, StoreError> {
     let mut rows = Vec::new();
     for ev in done {
@@ -192,7 +202,7 @@ pub fn plan(
     if rows.is_empty() {
         return Ok(0);
     }
-    insert(db, &rows, now)
+    insert(db, &rows, now, again)
 }
 
 #[derive(QueryableByName)]
@@ -207,27 +217,80 @@ struct Unprojected {
     event_type: Option<String>,
 }
 
-/// How many unprojected events one call plans at most.
+/// How many unprojected events one call looks at most.
 const UNPROJECTED_BATCH: i64 = 256;
 
-/// Plans the `unhandled` and `invalid` events a passthrough destination takes, received
-/// within its `give_up_after`, that have no delivery to it yet; returns how many.
-pub fn plan_unprojected(db: &mut Db, route: &Route, now: Stamp) -> Result<usize, StoreError> {
-    if route.cfg.mode != ForwardMode::Passthrough {
+/// Where a passthrough destination's scan for `unhandled` and `invalid` events stands: events
+/// received since `since`, after `after_seq` in this pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Scan {
+    pub since: Stamp,
+    pub after_seq: i64,
+    /// When this pass began: the next one looks back from there.
+    pub began: Stamp,
+}
+
+/// How far back a new pass looks before the last one began: longer than any event takes from
+/// its receipt (its `received_at`) to its commit.
+const SCAN_OVERLAP: time::Duration = time::Duration::minutes(5);
+
+impl Scan {
+    /// The first pass: every event within the destination's `give_up_after`.
+    pub fn new(route: &Route, now: Stamp) -> Scan {
+        let back = time::Duration::try_from(route.cfg.give_up()).unwrap_or(time::Duration::ZERO);
+        Scan {
+            since: now.plus(-back),
+            after_seq: 0,
+            began: now,
+        }
+    }
+}
+
+/// Plans the next `unhandled` and `invalid` events of `sources` that a passthrough destination
+/// takes and has no delivery for; returns how many, and moves `scan` on. A pass pages through
+/// the window by `seq`; the next one starts a little before the last began.
+pub fn plan_unprojected(
+    db: &mut Db,
+    route: &Route,
+    sources: &[String],
+    scan: &mut Scan,
+    now: Stamp,
+) -> Result<usize, StoreError> {
+    if route.cfg.mode != ForwardMode::Passthrough || sources.is_empty() {
         return Ok(0);
     }
-    let since =
-        now.plus(-time::Duration::try_from(route.cfg.give_up()).unwrap_or(time::Duration::ZERO));
-    let sql = "SELECT e.seq, e.source, e.event_id, e.event_type FROM events e \
-         WHERE e.status IN ('unhandled', 'invalid') AND e.received_at >= ? \
-         AND NOT EXISTS (SELECT 1 FROM hooksync_deliveries d WHERE d.destination = ? \
-         AND d.source = e.source AND d.event_id = e.event_id) ORDER BY e.seq LIMIT ?";
+    let sources: Vec<&String> = sources
+        .iter()
+        .filter(|s| route.sources.as_ref().is_none_or(|r| r.contains(s)))
+        .collect();
+    if sources.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "SELECT e.seq, e.source, e.event_id, e.event_type FROM events e \
+         WHERE e.source IN {} AND e.status IN ('unhandled', 'invalid') AND e.received_at >= ? \
+         AND e.seq > ? AND NOT EXISTS (SELECT 1 FROM hooksync_deliveries d \
+         WHERE d.destination = ? AND d.source = e.source AND d.event_id = e.event_id) \
+         ORDER BY e.seq LIMIT ?",
+        marks(sources.len())
+    );
+    let stmt = sources.iter().fold(Stmt::new(&sql), |s, src| s.text(src));
     let found: Vec<Unprojected> = db.load(
-        Stmt::new(sql)
-            .time(since)
+        stmt.time(scan.since)
+            .int(scan.after_seq)
             .text(route.name())
             .int(UNPROJECTED_BATCH),
     )?;
+    match found.last() {
+        Some(last) if found.len() as i64 == UNPROJECTED_BATCH => scan.after_seq = last.seq,
+        _ => {
+            *scan = Scan {
+                since: scan.began.plus(-SCAN_OVERLAP),
+                after_seq: 0,
+                began: now,
+            }
+        }
+    }
     let rows: Vec<New<'_>> = found
         .iter()
         .filter(|e| route.takes(&e.source, e.event_type.as_deref().unwrap_or_default()))
@@ -244,7 +307,7 @@ pub fn plan_unprojected(db: &mut Db, route: &Route, now: Stamp) -> Result<usize,
     if rows.is_empty() {
         return Ok(0);
     }
-    insert(db, &rows, now)
+    insert(db, &rows, now, false)
 }
 
 /// A claimed delivery, with what its request is made of.

@@ -35,6 +35,9 @@ const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// A `Retry-After` longer than this is taken as this.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(86_400);
 
+/// What stands for a destination's secret where nothing is signed (`rebuild`).
+pub const STAND_IN_SECRET: &str = "whsec_c3RhbmQtaW4=";
+
 /// Checks what a destination needs beyond the file's form: its secrets resolve and are
 /// Standard Webhooks secrets.
 pub fn check(forward: &[ForwardConfig]) -> Vec<String> {
@@ -349,6 +352,10 @@ pub async fn run(
     let mut tasks: JoinSet<Attempt> = JoinSet::new();
     let mut done: Vec<Attempt> = Vec::new();
     let mut said_paused = false;
+    let sources: Arc<Vec<String>> = Arc::new(dest.providers.keys().cloned().collect());
+    let mut scan = deliveries::Scan::new(&dest.route, Stamp::now());
+    // The scan for unhandled and invalid events runs at most once a second.
+    let mut next_scan = Instant::now();
     loop {
         while let Some(r) = tasks.try_join_next() {
             if let Ok(a) = r {
@@ -405,23 +412,34 @@ pub async fn run(
             std::mem::take(&mut done),
         );
         let kept = recorded.clone();
+        let scanning = (Instant::now() >= next_scan).then_some(scan);
+        if scanning.is_some() {
+            next_scan = Instant::now() + Duration::from_secs(1);
+        }
+        let srcs = sources.clone();
         let step = inbox
             .run(move |db| {
                 let now = Stamp::now();
                 db.transaction(crate::store::Durability::Deferred, |db| {
                     deliveries::record(db, route.name(), &me2, &recorded, now)?;
-                    deliveries::plan_unprojected(db, &route, now)?;
+                    let mut scanned = scanning;
+                    if let Some(s) = &mut scanned {
+                        deliveries::plan_unprojected(db, &route, &srcs, s, now)?;
+                    }
                     let lease_until =
                         now.plus(time::Duration::try_from(lease).unwrap_or(time::Duration::MAX));
                     let paused = deliveries::paused(db, route.name())?.is_some();
                     let jobs = deliveries::claim(db, route.name(), n, now, lease_until, &me2)?;
-                    Ok((jobs, paused))
+                    Ok((jobs, paused, scanned))
                 })
             })
             .await;
         match step {
-            Ok((jobs, paused)) => {
+            Ok((jobs, paused, scanned)) => {
                 store.recover();
+                if let Some(s) = scanned {
+                    scan = s;
+                }
                 if !paused {
                     said_paused = false;
                 }

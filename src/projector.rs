@@ -54,6 +54,8 @@ pub struct Projector {
     routes: Vec<crate::deliveries::Route>,
     /// Told when a chunk created deliveries, so the forwarder sends them at once.
     forward_wake: Option<Arc<tokio::sync::watch::Sender<()>>>,
+    /// Events applied again (a rebuild) are delivered again.
+    redeliver: bool,
 }
 
 /// What applying one event came to.
@@ -149,7 +151,14 @@ impl Projector {
             isolating: AtomicUsize::new(0),
             routes: Vec::new(),
             forward_wake: None,
+            redeliver: false,
         }
+    }
+
+    /// Delivers again the events it applies again (`hooksync rebuild --redeliver`).
+    pub fn redelivering(mut self) -> Self {
+        self.redeliver = true;
+        self
     }
 
     /// Creates deliveries to `routes` for the events it applies, and tells `wake`.
@@ -374,7 +383,8 @@ impl Projector {
                 }
             }
             cache.flush(db, now).map_err(ChunkError::from_project)?;
-            fin.deliveries = crate::deliveries::plan(db, &self.routes, &forwarded, now)?;
+            fin.deliveries =
+                crate::deliveries::plan(db, &self.routes, &forwarded, now, self.redeliver)?;
             // One statement per outcome for the whole chunk (per part of a chunk larger than a
             // statement can bind).
             for (outcome, seqs) in [Outcome::Applied, Outcome::Stale].iter().zip(&done) {
