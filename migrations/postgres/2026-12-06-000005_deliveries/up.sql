@@ -2,6 +2,7 @@
 -- row per delivery of an event (or of a row) to a destination, the attempts of each, and the
 -- destinations' paused state.
 ALTER TABLE events ADD COLUMN headers text;
+COMMENT ON COLUMN events.raw_body IS 'The exact bytes received, kept when they could not be read as an event (status invalid) and for an endpoint a passthrough destination takes.';
 COMMENT ON COLUMN events.headers IS 'For an endpoint a passthrough destination takes: the content type and signature headers as received (JSON object); NULL otherwise.';
 
 CREATE TABLE hooksync_deliveries (
