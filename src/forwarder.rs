@@ -351,45 +351,47 @@ pub async fn run(
     let mut store = Outage::new(format!("the deliveries of {}", cfg.name));
     let mut tasks: JoinSet<Attempt> = JoinSet::new();
     let mut done: Vec<Attempt> = Vec::new();
-    let mut said_paused = false;
+    let said_paused = std::sync::atomic::AtomicBool::new(false);
     let sources: Arc<Vec<String>> = Arc::new(dest.providers.keys().cloned().collect());
     let mut scan = deliveries::Scan::new(&dest.route, Stamp::now());
     // The scan for unhandled and invalid events runs at most once a second.
     let mut next_scan = Instant::now();
+    // Counted and logged once each, when its request ends (a record that fails is kept and
+    // recorded at the next step, not counted again).
+    let mut ended = |a: Attempt, done: &mut Vec<Attempt>| {
+        metrics
+            .deliveries
+            .with_label_values(&[&cfg.name, a.verdict.as_str()])
+            .inc();
+        metrics
+            .delivery_duration
+            .with_label_values(&[&cfg.name])
+            .observe(a.duration_ms as f64 / 1000.0);
+        match &a.verdict {
+            Verdict::Delivered => failing.recover(),
+            Verdict::Paused => {
+                if !said_paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(destination = %cfg.name, "the destination answered 410 Gone: paused until `hooksync forward resume {}`", cfg.name);
+                }
+            }
+            v => failing.fail(&format_args!(
+                "delivery {} attempt {}: {}{}",
+                a.id,
+                a.attempt,
+                a.error.as_deref().unwrap_or("failed"),
+                if *v == Verdict::Dead {
+                    "; given up (dead)"
+                } else {
+                    ""
+                }
+            )),
+        }
+        done.push(a);
+    };
     loop {
         while let Some(r) = tasks.try_join_next() {
             if let Ok(a) = r {
-                done.push(a);
-            }
-        }
-        for a in &done {
-            metrics
-                .deliveries
-                .with_label_values(&[&cfg.name, a.verdict.as_str()])
-                .inc();
-            metrics
-                .delivery_duration
-                .with_label_values(&[&cfg.name])
-                .observe(a.duration_ms as f64 / 1000.0);
-            match &a.verdict {
-                Verdict::Delivered => failing.recover(),
-                Verdict::Paused => {
-                    if !said_paused {
-                        said_paused = true;
-                        tracing::warn!(destination = %cfg.name, "the destination answered 410 Gone: paused until `hooksync forward resume {}`", cfg.name);
-                    }
-                }
-                v => failing.fail(&format_args!(
-                    "delivery {} attempt {}: {}{}",
-                    a.id,
-                    a.attempt,
-                    a.error.as_deref().unwrap_or("failed"),
-                    if *v == Verdict::Dead {
-                        "; given up (dead)"
-                    } else {
-                        ""
-                    }
-                )),
+                ended(a, &mut done);
             }
         }
         let free = concurrency.saturating_sub(tasks.len());
@@ -398,7 +400,7 @@ pub async fn run(
             tokio::select! {
                 Some(r) = tasks.join_next() => {
                     if let Ok(a) = r {
-                        done.push(a);
+                        ended(a, &mut done);
                     }
                 }
                 _ = stop.wait_for(|s| *s) => break,
@@ -441,7 +443,7 @@ pub async fn run(
                     scan = s;
                 }
                 if !paused {
-                    said_paused = false;
+                    said_paused.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 for job in jobs {
                     let d = dest.clone();
@@ -457,7 +459,7 @@ pub async fn run(
         tokio::select! {
             Some(r) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(a) = r {
-                    done.push(a);
+                    ended(a, &mut done);
                 }
             }
             _ = wake.changed() => {}

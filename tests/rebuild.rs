@@ -151,13 +151,17 @@ async fn rebuild_knows_every_table_the_projector_writes() {
             "FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename",
         ),
     };
-    // The log, the fetcher's table, the readiness probe's row, the record of runs and diesel's
-    // bookkeeping are not projections; every other table is, and a rebuild must empty it.
+    // The log, the fetcher's table, the readiness probe's row, the record of runs, the
+    // deliveries to the CRM and diesel's bookkeeping are not projections; every other table
+    // is, and a rebuild must empty it.
     let not_projected = [
         "events",
         "media",
         "hooksync_health",
         "hooksync_runs",
+        "hooksync_deliveries",
+        "hooksync_delivery_attempts",
+        "hooksync_destinations",
         "__diesel_schema_migrations",
     ];
     let mut missing = Vec::new();

@@ -395,6 +395,8 @@ pub struct Tx<'c> {
     media: bool,
     mode: Mode<'c>,
     touched: Vec<Touched>,
+    /// Where each row of `touched` is: an event may name thousands (a plan's installments).
+    touched_at: HashMap<(&'static str, Vec<String>), usize>,
 }
 
 /// Where `Tx::upsert` reads and writes rows.
@@ -441,6 +443,7 @@ impl<'c> Tx<'c> {
             media: false,
             mode,
             touched: Vec::new(),
+            touched_at: HashMap::new(),
         }
     }
 
@@ -450,18 +453,18 @@ impl<'c> Tx<'c> {
     }
 
     fn touch(&mut self, m: &'static Mapping, key: &[String], changed: bool) {
-        match self
-            .touched
-            .iter_mut()
-            .find(|t| t.table == m.table && t.key == key)
-        {
-            Some(t) => t.changed |= changed,
-            None => self.touched.push(Touched {
-                table: m.table,
-                key_names: m.key,
-                key: key.to_vec(),
-                changed,
-            }),
+        let at = (m.table, key.to_vec());
+        match self.touched_at.get(&at) {
+            Some(&i) => self.touched[i].changed |= changed,
+            None => {
+                self.touched_at.insert(at, self.touched.len());
+                self.touched.push(Touched {
+                    table: m.table,
+                    key_names: m.key,
+                    key: key.to_vec(),
+                    changed,
+                });
+            }
         }
     }
 
