@@ -765,7 +765,7 @@ fn check_config_names_each_bad_destination_key() {
 async fn kill_9_in_the_middle_of_deliveries_loses_none_and_repeats_only_those_in_flight() {
     let crm = Crm::start().await;
     crm.check("/std", Check::Standard(DEST_WHSEC.into()));
-    crm.delay(Duration::from_millis(30));
+    crm.delay(Duration::from_millis(50));
     let concurrency = 4;
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_with(

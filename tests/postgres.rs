@@ -688,7 +688,8 @@ async fn pg_two_instances_share_a_destination_and_one_is_killed() {
     const WHSEC: &str = "whsec_dGhlIENSTSdzIG93biBzZWNyZXQgZm9yIGhvb2tzeW5j";
     let crm = Crm::start().await;
     crm.check("/std", Check::Standard(WHSEC.into()));
-    crm.delay(Duration::from_millis(20));
+    // Slow enough that the kill comes with deliveries left: about 80 a second in all.
+    crm.delay(Duration::from_millis(100));
     let forward = format!(
         "[[forward]]\nname = \"std\"\nurl = \"{}\"\nmode = \"standard\"\nsecrets = [\"{WHSEC}\"]\nconcurrency = 4\ntimeout_ms = 1000\n",
         crm.url("/std")
