@@ -513,14 +513,7 @@ fn row(name: &str, r: &RunResult, rss_kib: u64) {
 /// Runs this binary as a reference server (`--bare-server` or `--verify-server`) on a free port
 /// and drives it; returns the run and the server's peak RSS.
 fn reference_server(flag: &str, conns: usize, dur: Duration, run: u64) -> (RunResult, u64) {
-    let port = free_port();
-    let server = Command::new(std::env::current_exe().expect("current exe"))
-        .arg(flag)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("reference server");
-    wait_port(port);
+    let (server, port) = spawn_reference(flag);
     let res = drive(port, conns, dur, run);
     let rss = peak_rss(&server);
     stop(server);

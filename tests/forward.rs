@@ -314,25 +314,28 @@ fn daemon_with(dir: &std::path::Path, forward_tables: String) -> common::DaemonC
     )
 }
 
+/// A CRM verifying Standard Webhooks requests at `/std`, and the real binary's configuration
+/// with one `standard` destination there (`extra`: its other keys).
+async fn standard_destination(extra: &str) -> (Crm, tempfile::TempDir, common::DaemonConfig) {
+    let crm = Crm::start().await;
+    crm.check("/std", Check::Standard(DEST_WHSEC.into()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_with(
+        dir.path(),
+        forward("std", &crm.url("/std"), "standard", extra),
+    );
+    (crm, dir, config)
+}
+
 fn deliveries_left(db: &mut common::Reader) -> i64 {
     db.count("SELECT COUNT(*) AS n FROM hooksync_deliveries WHERE status <> 'delivered'")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_built_while_the_crm_is_down_is_delivered_in_order_when_it_is_back() {
-    let crm = Crm::start().await;
-    crm.check("/std", Check::Standard(DEST_WHSEC.into()));
+    let (crm, dir, config) =
+        standard_destination("retry_base_ms = 100\nretry_max_ms = 400\nconcurrency = 4\n").await;
     crm.down().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = daemon_with(
-        dir.path(),
-        forward(
-            "std",
-            &crm.url("/std"),
-            "standard",
-            "retry_base_ms = 100\nretry_max_ms = 400\nconcurrency = 4\n",
-        ),
-    );
     let d = config.spawn().await;
     for ev in lifecycle(6, 2) {
         assert_eq!(d.send(ev.body).await, 200);
@@ -436,18 +439,10 @@ fn debt_event(id: &str, ty: &str, at: &str, debt: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_timeouts_410_and_giving_up_are_kept_per_attempt() {
-    let crm = Crm::start().await;
-    crm.check("/std", Check::Standard(DEST_WHSEC.into()));
-    let dir = tempfile::tempdir().unwrap();
-    let config = daemon_with(
-        dir.path(),
-        forward(
-            "std",
-            &crm.url("/std"),
-            "standard",
-            "retry_base_ms = 100\nretry_max_ms = 200\nconcurrency = 1\ntimeout_ms = 500\ngive_up_after = \"3s\"\n",
-        ),
-    );
+    let (crm, dir, config) = standard_destination(
+        "retry_base_ms = 100\nretry_max_ms = 200\nconcurrency = 1\ntimeout_ms = 500\ngive_up_after = \"3s\"\n",
+    )
+    .await;
     let d = config.spawn().await;
     let mut db = common::Reader::open(dir.path());
     let delivered = |db: &mut common::Reader, id: &str| {
@@ -763,20 +758,10 @@ fn check_config_names_each_bad_destination_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_deliveries_loses_none_and_repeats_only_those_in_flight() {
-    let crm = Crm::start().await;
-    crm.check("/std", Check::Standard(DEST_WHSEC.into()));
-    crm.delay(Duration::from_millis(50));
     let concurrency = 4;
-    let dir = tempfile::tempdir().unwrap();
-    let config = daemon_with(
-        dir.path(),
-        forward(
-            "std",
-            &crm.url("/std"),
-            "standard",
-            &format!("concurrency = {concurrency}\ntimeout_ms = 1000\n"),
-        ),
-    );
+    let (crm, dir, config) =
+        standard_destination(&format!("concurrency = {concurrency}\ntimeout_ms = 1000\n")).await;
+    crm.delay(Duration::from_millis(50));
     let d = config.spawn().await;
     let events = lifecycle(12, 5);
     for ev in &events {
