@@ -177,8 +177,8 @@ impl Destination {
             headers.extend(s.sign(&body, &webhook_id, now.unix_timestamp()));
         }
         headers.extend([
-            ("hooksync-event-id".into(), d.event_id.clone()),
-            ("hooksync-source".into(), d.source.clone()),
+            ("hooksync-event-id".into(), header_text(&d.event_id)),
+            ("hooksync-source".into(), header_text(&d.source)),
             ("hooksync-occurred-at".into(), d.occurred_at.to_string()),
             ("hooksync-attempt".into(), (d.attempts + 1).to_string()),
         ]);
@@ -299,6 +299,20 @@ impl Destination {
             Verdict::Retry(next)
         }
     }
+}
+
+/// Text as a header value: visible ASCII and spaces as they are, every other byte as `%XX` (and
+/// `%` itself), so an event id of any characters still makes a valid request.
+fn header_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -480,4 +494,31 @@ pub async fn run(
             })
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_event_id_makes_a_valid_header() {
+        for id in ["evt_1", "a b", "é\n\u{0}%", "\r\nX-Injected: 1"] {
+            let v = header_text(id);
+            assert!(reqwest::header::HeaderValue::from_str(&v).is_ok(), "{v:?}");
+            assert!(!v.contains('\n') && !v.contains('\r'));
+        }
+        assert_eq!(header_text("evt_1"), "evt_1");
+        assert_eq!(header_text("50%\n"), "50%25%0A");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_bounded() {
+        assert_eq!(retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after("999999999"), Some(RETRY_AFTER_MAX));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
+    }
 }
