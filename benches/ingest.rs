@@ -28,7 +28,7 @@
 //! bare run at the start and PostgreSQL's a minute later would compare two different machines
 //! on a day when this one's speed drifts by tens of percent within minutes.
 //!
-//! Then forwarding to the CRM, on SQLite with the projector on: (g) ingest with no destination,
+//! Then forwarding to the CRM, on each backend with the projector on: (g) ingest with no destination,
 //! with two healthy ones (a stub answering at once: the bare server) and with one that answers
 //! after 10 s, side by side in two rounds; (h) a stored backlog applied and delivered by a
 //! restarted hooksync, then delivered again with no projection, beside the stub's own rate.
@@ -103,7 +103,8 @@ fn main() {
     // `--forwarding`: only (g) and (h).
     if args.iter().any(|a| a == "--forwarding") {
         let dir = tempfile::tempdir().expect("tempdir");
-        print_forwarding(&forwarding(dir.path(), conns, dur), conns);
+        let server = pg::PgServer::start();
+        forwarding_on_both(dir.path(), conns, dur, server.as_ref().ok());
         return;
     }
     let rounds: usize = std::env::var("BENCH_ROUNDS")
@@ -402,7 +403,7 @@ fn main() {
         (_, Err(why)) => println!("postgres: not measured ({why})"),
         _ => {}
     }
-    print_forwarding(&forwarding(dir.path(), conns, dur), conns);
+    forwarding_on_both(dir.path(), conns, dur, server.as_ref().ok());
     let peak = hs_rss_ingest.max(proj_rss).max(mixed_rss) as f64 / 1024.0;
     println!("hooksync peak RSS:         {peak:.1} MiB");
     println!(
@@ -616,11 +617,34 @@ fn warn_if_store_not_raised(child: &Child) {
     }
 }
 
-fn print_forwarding(fw: &ForwardFigures, conns: usize) {
+/// (g) and (h) on SQLite, then on PostgreSQL when a server runs.
+fn forwarding_on_both(
+    dir: &std::path::Path,
+    conns: usize,
+    dur: Duration,
+    server: Option<&pg::PgServer>,
+) {
+    let sqlite = |name: &str| format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+    print_forwarding("sqlite", &forwarding(dir, conns, dur, &sqlite), conns);
+    if let Some(server) = server {
+        let postgres = |name: &str| {
+            server.ensure_database(name);
+            server.socket_url(name).unwrap_or_else(|| server.url(name))
+        };
+        print_forwarding("postgres", &forwarding(dir, conns, dur, &postgres), conns);
+    }
+}
+
+fn print_forwarding(backend: &str, fw: &ForwardFigures, conns: usize) {
     println!();
     println!(
         "{:<44} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "forwarding, sqlite, projector on (g)", "req/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
+        format!("forwarding, {backend}, projector on (g)"),
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "peak RSS"
     );
     row("(g0) no destination", &fw.none, fw.none_rss);
     row("(g2) two healthy destinations", &fw.healthy, fw.healthy_rss);
@@ -720,7 +744,12 @@ fn wait_delivered(db_url: &str) {
 /// (g): ingest with no destination, two healthy ones (a stub answering at once) and one that
 /// answers after 10 s, in two rounds (the second in reverse order), each on a fresh database.
 /// (h): a stored backlog applied and delivered by a restarted hooksync, then delivered again.
-fn forwarding(dir: &std::path::Path, conns: usize, dur: Duration) -> ForwardFigures {
+fn forwarding(
+    dir: &std::path::Path,
+    conns: usize,
+    dur: Duration,
+    url: &dyn Fn(&str) -> String,
+) -> ForwardFigures {
     let (crm, crm_port) = spawn_reference("--bare-server");
     let (slow, slow_port) = spawn_reference("--slow-server");
     let healthy =
@@ -737,10 +766,7 @@ fn forwarding(dir: &std::path::Path, conns: usize, dur: Duration) -> ForwardFigu
             order.reverse();
         }
         for (extra, i) in order {
-            let db = format!(
-                "sqlite://{}",
-                dir.join(format!("fw-{round}-{i}.db")).display()
-            );
+            let db = url(&format!("fw_{round}_{i}"));
             let ((hs, port), _) = spawn_hooksync_with(dir, &db, true, None, extra);
             let res = drive(port, conns, dur, 100 + round * 10 + i as u64);
             let rss = peak_rss(&hs);
@@ -764,7 +790,7 @@ fn forwarding(dir: &std::path::Path, conns: usize, dur: Duration) -> ForwardFigu
         (pooled(0), pooled(1), pooled(2));
 
     let one = destination("std", crm_port, "standard");
-    let db = format!("sqlite://{}", dir.join("fw-backlog.db").display());
+    let db = url("fw_backlog");
     let ((hs, port), _) = spawn_hooksync_with(dir, &db, false, None, &one);
     let stored = drive(port, conns, dur, 200);
     stop(hs);

@@ -322,7 +322,7 @@ pub async fn run_reloadable(
             .context("cannot start forwarding")?;
         forwarders.push(tokio::spawn(crate::forwarder::run(
             Arc::new(dest),
-            inbox.clone(),
+            crate::forwarder::Store::new(&inbox, &opts),
             Arc::from(run_id.as_str()),
             metrics_for_forwarding.clone(),
             forward_wake.subscribe(),

@@ -376,7 +376,9 @@ struct StoredRow {
 }
 
 /// The first unfinished delivery of each object, due and not claimed by a live lease, oldest
-/// first; locked (PostgreSQL) so that instances claim different ones.
+/// first; locked (PostgreSQL) so that instances claim different ones. "First of its object" is
+/// a scalar subquery, one probe of the object index per candidate: written as `NOT EXISTS`,
+/// PostgreSQL plans an anti-join over every unfinished delivery, the whole backlog at each claim.
 static CLAIMABLE: Sql = Sql::new(|b| {
     let lock = match b {
         Backend::Sqlite => "",
@@ -386,8 +388,8 @@ static CLAIMABLE: Sql = Sql::new(|b| {
         "SELECT d.id FROM hooksync_deliveries d \
          WHERE d.destination = ? AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= ? \
          AND (d.claimed_until IS NULL OR d.claimed_until <= ?) \
-         AND NOT EXISTS (SELECT 1 FROM hooksync_deliveries e WHERE e.destination = d.destination \
-         AND e.object = d.object AND e.status IN ('pending', 'failed') AND e.id < d.id) \
+         AND d.id = (SELECT MIN(e.id) FROM hooksync_deliveries e WHERE e.destination = d.destination \
+         AND e.object = d.object AND e.status IN ('pending', 'failed')) \
          ORDER BY d.id LIMIT ?{lock}"
     )
 });

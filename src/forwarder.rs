@@ -343,10 +343,64 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+/// Where a destination's claims and records are written. SQLite has one writer, so they go
+/// through it between ingest batches; PostgreSQL takes them on a connection of the
+/// destination's own, as it takes the projector's, so they never wait in line with a batch.
+pub enum Store {
+    Writer(Inbox),
+    Own {
+        opts: crate::store::DbOptions,
+        conn: Arc<std::sync::Mutex<Option<crate::store::Db>>>,
+    },
+}
+
+type StoreResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+impl Store {
+    pub fn new(inbox: &Inbox, opts: &crate::store::DbOptions) -> Store {
+        match opts.url.backend() {
+            crate::store::Backend::Sqlite => Store::Writer(inbox.clone()),
+            crate::store::Backend::Postgres => Store::Own {
+                opts: opts.clone(),
+                conn: Arc::default(),
+            },
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut crate::store::Db) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> StoreResult<T> {
+        match self {
+            Store::Writer(inbox) => Ok(inbox.run(work).await?),
+            Store::Own { opts, conn } => {
+                let (opts, conn) = (opts.clone(), conn.clone());
+                tokio::task::spawn_blocking(move || -> StoreResult<T> {
+                    let mut held = conn
+                        .lock()
+                        .map_err(|_| "the connection's lock is poisoned")?;
+                    if held.is_none() {
+                        *held = Some(crate::store::Db::connect(&opts)?);
+                    }
+                    let db = held.as_mut().ok_or("no connection")?;
+                    let r = work(db);
+                    if let Err(e) = &r {
+                        if e.connection_lost() {
+                            *held = None;
+                        }
+                    }
+                    Ok(r?)
+                })
+                .await?
+            }
+        }
+    }
+}
+
 /// Delivers `dest`'s deliveries until `stop` turns true; then gives back what it claimed.
 pub async fn run(
     dest: Arc<Destination>,
-    inbox: Inbox,
+    store: Store,
     me: Arc<str>,
     metrics: Arc<Metrics>,
     mut wake: watch::Receiver<()>,
@@ -362,7 +416,7 @@ pub async fn run(
         metrics.deliveries.with_label_values(&[&cfg.name, outcome]);
     }
     let mut failing = Outage::new(format!("delivering to {}", cfg.name));
-    let mut store = Outage::new(format!("the deliveries of {}", cfg.name));
+    let mut recording = Outage::new(format!("the deliveries of {}", cfg.name));
     let mut tasks: JoinSet<Attempt> = JoinSet::new();
     let mut done: Vec<Attempt> = Vec::new();
     let said_paused = std::sync::atomic::AtomicBool::new(false);
@@ -433,7 +487,7 @@ pub async fn run(
             next_scan = Instant::now() + Duration::from_secs(1);
         }
         let srcs = sources.clone();
-        let step = inbox
+        let step = store
             .run(move |db| {
                 let now = Stamp::now();
                 db.transaction(crate::store::Durability::Deferred, |db| {
@@ -452,7 +506,7 @@ pub async fn run(
             .await;
         match step {
             Ok((jobs, paused, scanned)) => {
-                store.recover();
+                recording.recover();
                 if let Some(s) = scanned {
                     scan = s;
                 }
@@ -467,7 +521,7 @@ pub async fn run(
             Err(e) => {
                 // Kept to be recorded at the next step; the claims hold meanwhile.
                 done = kept;
-                store.fail(&e);
+                recording.fail(&e);
             }
         }
         tokio::select! {
@@ -485,7 +539,7 @@ pub async fn run(
     tasks.shutdown().await;
     let recorded = std::mem::take(&mut done);
     let me2 = me.clone();
-    let _ = inbox
+    let _ = store
         .run(move |db| {
             let now = Stamp::now();
             db.transaction(crate::store::Durability::Synced, |db| {
