@@ -188,11 +188,14 @@ pub async fn run_reloadable(
     })?;
     let media_wake = Arc::new(tokio::sync::Notify::new());
     let routes = routes(&cfg);
+    // Each source's provider: what the projector applies events with, and what a passthrough
+    // destination re-signs an event kept without its headers with.
+    let by_source = providers(&endpoints);
     // Told by the projector when it created deliveries; kept here until the forwarders stop.
     let forward_wake = Arc::new(tokio::sync::watch::Sender::new(()));
     let projector = cfg.projector.enabled.then(|| {
         Projector::new(
-            providers(&endpoints),
+            by_source.clone(),
             crate::projector::chunk_size(&cfg.projector, opts.url.backend()),
             cfg.projector.max_attempts,
             metrics.clone(),
@@ -283,7 +286,6 @@ pub async fn run_reloadable(
         .unwrap_or_default();
     tracing::info!(%addr, tls = tls.is_some(), endpoints = cfg.endpoints.len(), "listening for webhooks");
     let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls);
-    let by_source = providers(&endpoints);
     let metrics_for_forwarding = metrics.clone();
     let app = Arc::new(Webhooks::new(
         endpoints,

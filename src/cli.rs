@@ -371,20 +371,10 @@ fn parse_time(text: &str, now: Stamp) -> anyhow::Result<Stamp> {
     if let Some(t) = Stamp::parse(text) {
         return Ok(t);
     }
-    let unit = text.chars().last().unwrap_or(' ');
-    let n: i64 = text[..text.len() - unit.len_utf8().min(text.len())]
-        .parse()
-        .map_err(|_| {
-            anyhow::anyhow!("{text:?} is neither a time (RFC 3339) nor an age such as 24h")
-        })?;
-    let secs = match unit {
-        's' => n,
-        'm' => n.saturating_mul(60),
-        'h' => n.saturating_mul(3600),
-        'd' => n.saturating_mul(86_400),
-        _ => anyhow::bail!("{text:?} is neither a time (RFC 3339) nor an age such as 24h"),
-    };
-    Ok(now.plus(time::Duration::seconds(-secs)))
+    let age = crate::config::parse_span(text).ok_or_else(|| {
+        anyhow::anyhow!("{text:?} is neither a time (RFC 3339) nor an age such as 24h")
+    })?;
+    Ok(now.plus(-time::Duration::try_from(age).unwrap_or(time::Duration::MAX)))
 }
 
 fn connect(cfg: &Config) -> anyhow::Result<crate::store::Db> {

@@ -499,7 +499,11 @@ pub async fn run(
                     let lease_until =
                         now.plus(time::Duration::try_from(lease).unwrap_or(time::Duration::MAX));
                     let paused = deliveries::paused(db, route.name())?.is_some();
-                    let jobs = deliveries::claim(db, route.name(), n, now, lease_until, &me2)?;
+                    let jobs = if paused {
+                        Vec::new()
+                    } else {
+                        deliveries::claim(db, route.name(), n, now, lease_until, &me2)?
+                    };
                     Ok((jobs, paused, scanned))
                 })
             })

@@ -575,9 +575,7 @@ impl Verified<'_> {
         } else {
             Err(format!("JSON nested deeper than {max_json_depth}"))
         };
-        let original = ep
-            .keep_original
-            .then(|| (self.body.to_vec(), ep.original_headers(self.headers)));
+        let original_headers = ep.keep_original.then(|| ep.original_headers(self.headers));
         match envelope {
             Ok(env) => {
                 if let Some(want) = &ep.tenant {
@@ -603,14 +601,14 @@ impl Verified<'_> {
                     received_at,
                     tenant: env.tenant,
                     payload: Some(env.payload),
-                    raw_body: original.as_ref().map(|(b, _)| b.clone()),
-                    headers: original.map(|(_, h)| h),
+                    raw_body: ep.keep_original.then(|| self.body.to_vec()),
+                    headers: original_headers,
                     last_error: env.note,
                     time_note,
                 })
             }
             Err(why) => Ok(NewEvent {
-                headers: original.map(|(_, h)| h),
+                headers: original_headers,
                 ..NewEvent::invalid(
                     ep.source.clone(),
                     ep.provider.kind(),
